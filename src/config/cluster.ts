@@ -1,0 +1,96 @@
+import { decodeBareSocketAddress, decodeSocketAddress } from './address.js';
+import {
+  CLUSTER_TYPES,
+  type Cluster,
+  type ClusterLoadAssignment,
+  type Endpoint,
+  HEALTH_STATUSES,
+  type LbPolicy,
+} from './model.js';
+import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
+
+const LB_POLICIES = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RING_HASH', 'RANDOM', 'UNUSED_4', 'MAGLEV', 'CLUSTER_PROVIDED', 'LOAD_BALANCING_POLICY_CONFIG'] as const;
+
+const CLUSTER_IGNORED = [
+  'circuit_breakers', 'typed_extension_protocol_options', 'filters', 'transport_socket_matches', 'transport_socket',
+  'common_lb_config', 'metadata', 'outlier_detection', 'dns_lookup_family', 'max_requests_per_connection',
+  'http2_protocol_options', 'http_protocol_options', 'common_http_protocol_options', 'alt_stat_name',
+  'cleanup_interval', 'dns_refresh_rate', 'respect_dns_ttl', 'upstream_connection_options', 'lb_subset_config',
+  'least_request_lb_config', 'round_robin_lb_config', 'original_dst_lb_config', 'ring_hash_lb_config',
+  'per_connection_buffer_limit_bytes', 'track_cluster_stats', 'track_timeout_budgets', 'health_checks',
+  'close_connections_on_host_health_failure', 'ignore_health_on_host_removal', 'protocol_selection',
+  'load_balancing_policy', 'dns_resolution_config', 'typed_dns_resolver_config', 'wait_for_warm_on_init',
+];
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+
+export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeContext, opts: { hostnames?: boolean } = {}): ClusterLoadAssignment {
+  const r = ObjReader.of(value, path, ctx);
+  const clusterName = r.str('cluster_name', '');
+  const endpoints: Endpoint[] = [];
+  for (const locality of r.objList('endpoints')) {
+    const priority = locality.int('priority', 0, 127) ?? 0;
+    for (const lb of locality.objList('lb_endpoints')) {
+      const ep = lb.obj('endpoint');
+      if (!ep) throw new ConfigError(lb.at('endpoint'), 'is required (named endpoints are not supported)');
+      const { address, port } = decodeSocketAddress(ep.requiredObj('address'), opts);
+      if (port === 0) throw new ConfigError(ep.at('address.socket_address.port_value'), 'expected 1..65535, got 0');
+      ep.ignore('health_check_config', 'hostname', 'additional_addresses');
+      ep.done();
+      endpoints.push({
+        address,
+        port,
+        weight: lb.int('load_balancing_weight', 1, 2 ** 32 - 1) ?? 1,
+        health: lb.enumOf('health_status', HEALTH_STATUSES, 'UNKNOWN'),
+        priority,
+      });
+      lb.ignore('metadata', 'endpoint_name');
+      lb.done();
+    }
+    locality.ignore('locality', 'load_balancing_weight', 'metadata', 'proximity', 'leds_cluster_locality_config');
+    locality.done();
+  }
+  r.ignore('policy', 'named_endpoints');
+  r.done();
+  return { clusterName, endpoints, raw: value };
+}
+
+function lbPolicyOf(r: ObjReader): LbPolicy {
+  const p = r.enumOf('lb_policy', LB_POLICIES, 'ROUND_ROBIN');
+  if (p === 'ROUND_ROBIN' || p === 'LEAST_REQUEST' || p === 'RANDOM') return p;
+  if (p === 'CLUSTER_PROVIDED') return 'ROUND_ROBIN';
+  r.ctx.warnings.push(`${r.at('lb_policy')}: ${p} is not implemented, using ROUND_ROBIN`);
+  return 'ROUND_ROBIN';
+}
+
+export function decodeCluster(value: unknown, path: string, ctx: DecodeContext): Cluster {
+  const r = ObjReader.of(value, path, ctx);
+  const name = r.requiredStr('name');
+  if (r.has('cluster_type')) throw new ConfigError(r.at('cluster_type'), 'custom cluster types are not supported');
+  const type = r.enumOf('type', CLUSTER_TYPES, 'STATIC');
+  const dns = type === 'STRICT_DNS' || type === 'LOGICAL_DNS';
+  const la = r.raw('load_assignment');
+  const loadAssignment = la === undefined || la === null ? undefined : decodeLoadAssignment(la, r.at('load_assignment'), ctx, { hostnames: dns });
+  const eds = r.obj('eds_cluster_config');
+  const edsServiceName = eds?.str('service_name');
+  eds?.ignore('eds_config');
+  eds?.done();
+  if (type === 'EDS' && loadAssignment) ctx.warnings.push(`${r.at('load_assignment')}: ignored for an EDS cluster`);
+  const bind = r.obj('upstream_bind_config');
+  const upstreamBindAddress = bind ? decodeBareSocketAddress(bind.requiredObj('source_address')).address : undefined;
+  bind?.ignore('freebind', 'socket_options', 'additional_source_addresses', 'extra_source_addresses');
+  bind?.done();
+  const cluster: Cluster = {
+    name,
+    type,
+    connectTimeoutMs: r.durationMs('connect_timeout') ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    lbPolicy: lbPolicyOf(r),
+    loadAssignment: type === 'EDS' ? undefined : loadAssignment,
+    edsServiceName,
+    upstreamBindAddress,
+    raw: value,
+  };
+  r.ignore(...CLUSTER_IGNORED);
+  r.done();
+  return cluster;
+}

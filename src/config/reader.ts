@@ -1,0 +1,187 @@
+/**
+ * A small path-tracking reader over proto3-JSON-shaped plain objects. Both config sources feed it: a
+ * static bootstrap parsed from YAML/JSON (snake_case, durations as "1.5s", Any as {"@type": …}) and xDS
+ * resources decoded by protobufjs (durations as {seconds, nanos}, int64 as strings, wrappers as {value}).
+ * Every error names the field path, so a user can find the line to fix.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly path: string,
+    readonly detail: string,
+  ) {
+    super(`${path}: ${detail}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Collects warnings (unknown fields, skipped extensions) instead of failing on them. */
+export interface DecodeContext {
+  warnings: string[];
+}
+
+export const newContext = (): DecodeContext => ({ warnings: [] });
+
+type Plain = Record<string, unknown>;
+
+const camel = (snake: string) => snake.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+const isPlain = (v: unknown): v is Plain => typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+
+/** int64/uint64 arrive as numbers, decimal strings or protobufjs Long objects. */
+function toNumber(v: unknown): number | undefined {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+  if (typeof v === 'bigint') return Number(v);
+  if (isPlain(v) && typeof v.low === 'number' && typeof v.high === 'number') return v.high * 2 ** 32 + (v.low >>> 0);
+  return undefined;
+}
+
+export class ObjReader {
+  private readonly seen = new Set<string>();
+
+  constructor(
+    readonly value: Plain,
+    readonly path: string,
+    readonly ctx: DecodeContext,
+  ) {}
+
+  static of(value: unknown, path: string, ctx: DecodeContext): ObjReader {
+    if (!isPlain(value)) throw new ConfigError(path, `expected an object, got ${describe(value)}`);
+    return new ObjReader(value, path, ctx);
+  }
+
+  at(name: string): string {
+    return this.path ? `${this.path}.${name}` : name;
+  }
+
+  /** proto3 JSON allows both lowerCamelCase and the original field name. */
+  raw(name: string): unknown {
+    this.seen.add(name);
+    const v = this.value[name];
+    if (v !== undefined) return v;
+    const c = camel(name);
+    this.seen.add(c);
+    return this.value[c];
+  }
+
+  has(name: string): boolean {
+    const v = this.raw(name);
+    return v !== undefined && v !== null;
+  }
+
+  /** Marks fields as understood-but-unused so they do not produce warnings. */
+  ignore(...names: string[]): this {
+    for (const n of names) this.raw(n);
+    return this;
+  }
+
+  str(name: string): string | undefined;
+  str(name: string, fallback: string): string;
+  str(name: string, fallback?: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null || v === '') return fallback;
+    if (typeof v !== 'string') throw new ConfigError(this.at(name), `expected a string, got ${describe(v)}`);
+    return v;
+  }
+
+  requiredStr(name: string): string {
+    const v = this.str(name);
+    if (v === undefined) throw new ConfigError(this.at(name), 'is required');
+    return v;
+  }
+
+  bool(name: string, fallback = false): boolean {
+    let v = this.raw(name);
+    if (isPlain(v) && 'value' in v) v = v.value; // google.protobuf.BoolValue
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'boolean') throw new ConfigError(this.at(name), `expected true or false, got ${describe(v)}`);
+    return v;
+  }
+
+  /** An integer in [min, max]; wrappers ({value: n}) and int64 strings are accepted. */
+  int(name: string, min: number, max: number): number | undefined {
+    let v = this.raw(name);
+    if (isPlain(v) && 'value' in v && Object.keys(v).length === 1) v = v.value;
+    if (v === undefined || v === null) return undefined;
+    const n = toNumber(v);
+    if (n === undefined || !Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(this.at(name), `expected ${min}..${max}, got ${describe(v)}`);
+    }
+    return n;
+  }
+
+  /** A google.protobuf.Duration, in milliseconds. */
+  durationMs(name: string): number | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    const ms = parseDurationMs(v);
+    if (ms === undefined) throw new ConfigError(this.at(name), `expected a duration such as "1.5s", got ${describe(v)}`);
+    return ms;
+  }
+
+  enumOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return fallback;
+    if (typeof v === 'number' && allowed[v] !== undefined) return allowed[v]; // protobuf numeric enums
+    if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+      throw new ConfigError(this.at(name), `expected one of ${allowed.join(', ')}, got ${describe(v)}`);
+    }
+    return v as T;
+  }
+
+  obj(name: string): ObjReader | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    return ObjReader.of(v, this.at(name), this.ctx);
+  }
+
+  requiredObj(name: string): ObjReader {
+    const o = this.obj(name);
+    if (!o) throw new ConfigError(this.at(name), 'is required');
+    return o;
+  }
+
+  /** Items of a repeated field, each with its indexed path. */
+  list(name: string): { value: unknown; path: string }[] {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) throw new ConfigError(this.at(name), `expected a list, got ${describe(v)}`);
+    return v.map((value, i) => ({ value, path: `${this.at(name)}[${i}]` }));
+  }
+
+  objList(name: string): ObjReader[] {
+    return this.list(name).map(({ value, path }) => ObjReader.of(value, path, this.ctx));
+  }
+
+  /** Warns about every field nobody asked for. Call once the message is fully read. */
+  done(): void {
+    for (const key of Object.keys(this.value)) {
+      if (key === '@type' || this.seen.has(key) || this.seen.has(snake(key))) continue;
+      this.ctx.warnings.push(`${this.at(key)}: unknown field, ignored`);
+    }
+  }
+}
+
+export function parseDurationMs(v: unknown): number | undefined {
+  if (typeof v === 'string') {
+    const m = /^(-?\d+(?:\.\d+)?)s$/.exec(v.trim());
+    return m ? Math.round(Number(m[1]) * 1000) : undefined;
+  }
+  if (isPlain(v)) {
+    const seconds = toNumber(v.seconds ?? 0);
+    const nanos = toNumber(v.nanos ?? 0);
+    if (seconds === undefined || nanos === undefined) return undefined;
+    return seconds * 1000 + Math.round(nanos / 1e6);
+  }
+  return undefined;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (typeof v === 'object') return 'an object';
+  return String(v);
+}

@@ -1,0 +1,43 @@
+/**
+ * The few socket calls Node does not expose, through koffi's FFI to libc. Loaded lazily so that a machine
+ * without koffi's prebuilt binary still runs everything that does not need them.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+export interface Libc {
+  getsockopt(fd: number, level: number, name: number, out: Buffer, len: number[]): number;
+  setsockopt(fd: number, level: number, name: number, value: Buffer, len: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
+  listen(fd: number, backlog: number): number;
+  close(fd: number): number;
+  errno(): number;
+}
+
+let libc: Libc | null | undefined;
+let loadError: string | undefined;
+
+export function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const koffi = require('koffi');
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      getsockopt: lib.func('int getsockopt(int, int, int, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
+      setsockopt: lib.func('int setsockopt(int, int, int, const uint8_t *optval, uint32_t optlen)'),
+      socket: lib.func('int socket(int, int, int)'),
+      bind: lib.func('int bind(int, const uint8_t *addr, uint32_t addrlen)'),
+      listen: lib.func('int listen(int, int)'),
+      close: lib.func('int close(int)'),
+      errno: () => koffi.errno() as number,
+    };
+  } catch (e) {
+    loadError = (e as Error).message;
+    libc = null;
+  }
+  return libc;
+}
+
+export const libcLoadError = () => loadError;

@@ -1,0 +1,154 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Listener, SocketAddress } from '../config/model.js';
+import type { Snapshot } from '../config/snapshot.js';
+import { log } from '../observe/log.js';
+import { metrics } from '../observe/metrics.js';
+import { networkHandler } from '../proxy/context.js';
+import type { ClusterManager } from '../upstream/cluster-manager.js';
+import { matchFilterChain } from './chain-match.js';
+import { ListenerIndex } from './handoff.js';
+import { localDestination, originalDestination } from './original-dst.js';
+import { openTransparentListener } from './transparent.js';
+import '../proxy/tcp-proxy.js';
+
+interface Bound {
+  listener: Listener;
+  readonly server: Server;
+  /** The address actually bound (port 0 resolves to a real port). */
+  local: SocketAddress;
+}
+
+const sameConfig = (a: Listener, b: Listener) => a === b || JSON.stringify(a.raw) === JSON.stringify(b.raw);
+
+/**
+ * Owns the listening sockets. Each accepted connection is handed off by its original destination, matched
+ * to a filter chain and given to that chain's terminal filter, together with the Snapshot of the moment.
+ */
+export class ListenerManager {
+  private snapshot: Snapshot | undefined;
+  private index = new ListenerIndex([]);
+  private readonly bound = new Map<string, Bound>();
+  private readonly conns = new Map<Socket, Listener>();
+  private capturePorts = new Set<number>();
+
+  constructor(
+    private readonly clusters: ClusterManager,
+    private readonly drainTimeoutMs: number,
+  ) {}
+
+  /** Applies a new Snapshot: binds new listeners, drains removed or changed ones. Returns bind errors. */
+  async apply(snapshot: Snapshot): Promise<Error[]> {
+    const errors: Error[] = [];
+    const wanted = [...snapshot.listeners.values()].filter((l) => l.bindToPort);
+    for (const [name, b] of this.bound) {
+      const next = snapshot.listeners.get(name);
+      if (next && next.bindToPort && next.address.address === b.listener.address.address && next.address.port === b.listener.address.port) continue;
+      b.server.close();
+      this.bound.delete(name);
+      this.drain(b.listener);
+    }
+    for (const l of wanted) {
+      const b = this.bound.get(l.name);
+      if (b) {
+        if (!sameConfig(b.listener, l)) this.drain(b.listener);
+        b.listener = l;
+        continue;
+      }
+      try {
+        this.bound.set(l.name, await this.bind(l));
+      } catch (e) {
+        errors.push(new Error(`listener ${l.name} on ${l.address.address}:${l.address.port}: ${(e as Error).message}`));
+      }
+    }
+    this.snapshot = snapshot;
+    this.index = new ListenerIndex(snapshot.listeners.values());
+    this.capturePorts = new Set(wanted.filter((l) => l.useOriginalDst || l.originalDstFilter).map((l) => l.address.port));
+    return errors;
+  }
+
+  private bind(l: Listener): Promise<Bound> {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    const bound: Bound = { listener: l, server, local: l.address };
+    server.on('connection', (socket) => this.onConnection(bound, socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      const onListening = () => {
+        server.off('error', reject);
+        server.on('error', (err) => log.error({ listener: bound.listener.name, err: err.message }, 'listener error'));
+        const a = server.address();
+        if (typeof a === 'object' && a) bound.local = { address: a.address, port: a.port };
+        resolve(bound);
+      };
+      if (l.transparent) server.listen({ fd: openTransparentListener(l.address) }, onListening);
+      else server.listen({ host: l.address.address, port: l.address.port, backlog: 511 }, onListening);
+    });
+  }
+
+  private onConnection(b: Bound, socket: Socket): void {
+    socket.on('error', () => undefined); // each filter handles errors; this only keeps the process alive
+    const snapshot = this.snapshot!;
+    const receiving = b.listener;
+    metrics.downstreamCx.inc({ listener: receiving.name });
+    const wantsOriginal = receiving.useOriginalDst || receiving.originalDstFilter;
+    const destination = wantsOriginal ? originalDestination(socket) : localDestination(socket);
+    const source = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+    if (wantsOriginal && this.capturePorts.has(destination.port)) {
+      // Dialled straight at a capture port, or a redirect loop: forwarding would only come back here.
+      metrics.loopGuard.inc({ listener: receiving.name });
+      log.warn({ listener: receiving.name, destination, source }, 'loop guard: original destination is a capture port, closing');
+      socket.destroy();
+      return;
+    }
+    const listener = receiving.useOriginalDst ? this.index.handOff(receiving, destination) : receiving;
+    const chain = matchFilterChain(listener, { destination, source, transportProtocol: 'raw_buffer' });
+    const filter = chain?.filters[chain.filters.length - 1];
+    const handler = filter && networkHandler(filter.kind);
+    if (!chain || !filter || !handler) {
+      metrics.noFilterChain.inc({ listener: listener.name });
+      log.debug({ listener: listener.name, destination }, 'no filter chain matched, closing');
+      socket.destroy();
+      return;
+    }
+    this.track(socket, listener);
+    handler({ socket, listener, chain, destination, source, snapshot, clusters: this.clusters }, filter);
+  }
+
+  private track(socket: Socket, listener: Listener): void {
+    this.conns.set(socket, listener);
+    const gauge = metrics.downstreamCxActive.labels({ listener: listener.name });
+    gauge.inc();
+    socket.once('close', () => {
+      this.conns.delete(socket);
+      gauge.dec();
+    });
+  }
+
+  /** Connections that started on `listener`'s config get drainTimeoutMs to finish, then are closed. */
+  private drain(listener: Listener): void {
+    const victims = [...this.conns].filter(([, l]) => l === listener || l.name === listener.name).map(([s]) => s);
+    if (victims.length === 0) return;
+    log.info({ listener: listener.name, connections: victims.length, drainMs: this.drainTimeoutMs }, 'draining connections of a removed or changed listener');
+    setTimeout(() => victims.forEach((s) => s.destroy()), this.drainTimeoutMs).unref();
+  }
+
+  /** Stops accepting on every listener; open connections carry on. */
+  stopAccepting(): void {
+    for (const b of this.bound.values()) b.server.close();
+  }
+
+  get openConnections(): number {
+    return this.conns.size;
+  }
+
+  closeAll(): void {
+    for (const s of this.conns.keys()) s.destroy();
+  }
+
+  describe(): { name: string; address: string; bound: boolean }[] {
+    return [...(this.snapshot?.listeners.values() ?? [])].map((l) => {
+      const b = this.bound.get(l.name);
+      const a = b?.local ?? l.address;
+      return { name: l.name, address: `${a.address}:${a.port}`, bound: !!b };
+    });
+  }
+}

@@ -1,0 +1,21 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** One registry for the process, served on /stats/prometheus (admin and 15090). */
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'xsidecar_process_' });
+
+const counter = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [registry] });
+const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [registry] });
+
+export const metrics = {
+  downstreamCx: counter('xsidecar_downstream_cx_total', 'Downstream connections accepted', ['listener']),
+  downstreamCxActive: gauge('xsidecar_downstream_cx_active', 'Downstream connections open', ['listener']),
+  noFilterChain: counter('xsidecar_downstream_cx_no_filter_chain_total', 'Connections closed because no filter chain matched', ['listener']),
+  loopGuard: counter('xsidecar_loop_guard_total', 'Connections closed because their original destination is a capture port of this sidecar', ['listener']),
+  upstreamCx: counter('xsidecar_upstream_cx_total', 'Upstream connections opened', ['cluster']),
+  upstreamConnectFail: counter('xsidecar_upstream_cx_connect_fail_total', 'Upstream connections that failed or timed out while connecting', ['cluster']),
+  noHealthyUpstream: counter('xsidecar_upstream_cx_none_healthy_total', 'Connections closed because the cluster had no usable endpoint', ['cluster']),
+  unknownCluster: counter('xsidecar_cluster_not_found_total', 'Connections closed because the cluster named by the config does not exist', ['cluster']),
+  bytes: counter('xsidecar_tcp_bytes_total', 'Bytes proxied at L4', ['cluster', 'direction']),
+  idleTimeout: counter('xsidecar_tcp_idle_timeout_total', 'L4 connections closed by the idle timeout', ['cluster']),
+};
