@@ -2,7 +2,8 @@ import { decodeCidr, decodeSocketAddress } from './address.js';
 import { decodeNetworkFilter } from './extensions.js';
 import type { FilterChain, FilterChainMatch, Listener } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
-import './tcp-proxy.js'; // registers the built-in filter
+import './tcp-proxy.js'; // registers the built-in filters
+import './rpc-filters.js';
 
 // Understood and deliberately not acted on: they tune Envoy internals, logging or stats.
 const LISTENER_IGNORED = [

@@ -131,3 +131,84 @@ export interface Bootstrap {
   readonly dynamicResources?: DynamicResources;
   readonly raw: unknown;
 }
+
+export type StringMatchKind = 'exact' | 'prefix' | 'suffix' | 'contains' | 'regex';
+
+export interface StringMatcher {
+  readonly kind: StringMatchKind;
+  readonly value: string;
+  readonly ignoreCase: boolean;
+  /** Compiled once for 'regex' (full match, as RE2 in Envoy). */
+  readonly regex?: RegExp;
+}
+
+/** Envoy's HeaderMatcher; for RPC frames the names are the codec's headers: service, method, version, group, … */
+export interface HeaderMatcher {
+  readonly name: string;
+  /** undefined: present_match (or absent when `present` is false). */
+  readonly match?: StringMatcher;
+  readonly present: boolean;
+  readonly invert: boolean;
+}
+
+export interface RouteMatch {
+  /** Path matching; an RPC frame's path is /service/method. */
+  readonly path?: StringMatcher;
+  readonly headers: readonly HeaderMatcher[];
+}
+
+export interface RetryPolicy {
+  readonly numRetries: number;
+  readonly retryOn: readonly string[];
+  readonly perTryTimeoutMs?: number;
+}
+
+export interface RouteAction {
+  readonly cluster?: string;
+  readonly weightedClusters: readonly WeightedCluster[];
+  /** 0 or undefined: no route-level timeout. */
+  readonly timeoutMs?: number;
+  readonly retryPolicy?: RetryPolicy;
+}
+
+export interface Route {
+  readonly name: string;
+  readonly match: RouteMatch;
+  /** Undefined for routes we cannot act on (redirects, direct responses): they answer "no route". */
+  readonly action?: RouteAction;
+}
+
+export interface VirtualHost {
+  readonly name: string;
+  readonly domains: readonly string[];
+  readonly routes: readonly Route[];
+  readonly retryPolicy?: RetryPolicy;
+}
+
+export interface RouteConfiguration {
+  readonly name: string;
+  readonly virtualHosts: readonly VirtualHost[];
+  readonly ignorePortInHostMatching: boolean;
+  readonly raw: unknown;
+}
+
+/** The HTTP connection manager: we use its routes for RPC frames sniffed on HTTP-typed ports. */
+export interface HttpConnectionManagerConfig extends NetworkFilterConfig {
+  readonly kind: 'http_connection_manager';
+  readonly statPrefix: string;
+  readonly rdsName?: string;
+  readonly routeConfig?: RouteConfiguration;
+}
+
+/** xsidecar.xprotocol.v1.XProtocolProxy (proto/xsidecar/xprotocol/v1/xprotocol.proto). */
+export interface XProtocolConfig extends NetworkFilterConfig {
+  readonly kind: 'xprotocol';
+  readonly statPrefix: string;
+  /** Empty: sniff the codec from the first bytes. */
+  readonly protocol?: string;
+  readonly rdsName?: string;
+  readonly routeConfig?: RouteConfiguration;
+  readonly cluster?: string;
+  readonly maxFrameBytes: number;
+  readonly defaultTimeoutMs: number;
+}

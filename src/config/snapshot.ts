@@ -1,4 +1,4 @@
-import type { Bootstrap, Cluster, ClusterLoadAssignment, Listener } from './model.js';
+import type { Bootstrap, Cluster, ClusterLoadAssignment, Listener, RouteConfiguration } from './model.js';
 
 /**
  * An immutable view of the whole config. Readers hold on to the Snapshot they started with, so swapping
@@ -10,10 +10,14 @@ export interface Snapshot {
   readonly clusters: ReadonlyMap<string, Cluster>;
   /** ClusterLoadAssignments from EDS, by cluster (or eds service) name. */
   readonly endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  /** RouteConfigurations from RDS, by name (inline route configs live in their filter). */
+  readonly routes: ReadonlyMap<string, RouteConfiguration>;
 }
 
-export function makeSnapshot(parts: Omit<Snapshot, 'endpoints'> & Partial<Pick<Snapshot, 'endpoints'>>): Snapshot {
-  return Object.freeze({ endpoints: new Map(), ...parts });
+type Parts = Omit<Snapshot, 'endpoints' | 'routes'> & Partial<Pick<Snapshot, 'endpoints' | 'routes'>>;
+
+export function makeSnapshot(parts: Parts): Snapshot {
+  return Object.freeze({ endpoints: new Map(), routes: new Map(), ...parts });
 }
 
 export function snapshotFromBootstrap(b: Bootstrap, version = 'static'): Snapshot {

@@ -1,0 +1,59 @@
+/**
+ * The two terminal filters that carry RPC routing: Envoy's HTTP connection manager (its routes serve RPC
+ * frames sniffed on HTTP-typed ports, as Istio configures them) and our own x-protocol proxy.
+ */
+import { registerNetworkFilter } from './extensions.js';
+import type { HttpConnectionManagerConfig, RouteConfiguration, XProtocolConfig } from './model.js';
+import { ConfigError, type ObjReader } from './reader.js';
+import { decodeRouteConfiguration } from './route.js';
+
+const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** `rds` or an inline `route_config`, as both filters carry them. */
+function routeSpecifier(r: ObjReader): { rdsName?: string; routeConfig?: RouteConfiguration } {
+  const rds = r.obj('rds');
+  const rdsName = rds?.requiredStr('route_config_name');
+  rds?.ignore('config_source');
+  rds?.done();
+  const inline = r.raw('route_config');
+  const routeConfig = inline ? decodeRouteConfiguration(inline, r.at('route_config'), r.ctx) : undefined;
+  return { rdsName, routeConfig };
+}
+
+registerNetworkFilter({
+  typeNames: ['envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager'],
+  filterNames: ['envoy.filters.network.http_connection_manager', 'envoy.http_connection_manager'],
+  terminal: true,
+  decode(r, name): HttpConnectionManagerConfig {
+    const spec = routeSpecifier(r);
+    if (!spec.rdsName && !spec.routeConfig) {
+      if (r.has('scoped_routes')) throw new ConfigError(r.at('scoped_routes'), 'scoped routes are not supported');
+      throw new ConfigError(r.at('rds'), 'needs rds or route_config');
+    }
+    // Everything else configures HTTP handling we do not do: RPC frames are routed, other bytes pass at L4.
+    for (const k of Object.keys(r.value)) r.ignore(k);
+    return { kind: 'http_connection_manager', name, statPrefix: r.str('stat_prefix', ''), ...spec };
+  },
+});
+
+registerNetworkFilter({
+  typeNames: ['xsidecar.xprotocol.v1.XProtocolProxy'],
+  filterNames: ['xsidecar.filters.network.xprotocol'],
+  terminal: true,
+  decode(r, name): XProtocolConfig {
+    const spec = routeSpecifier(r);
+    const cluster = r.str('cluster');
+    if (!spec.rdsName && !spec.routeConfig && !cluster) throw new ConfigError(r.at('route_config'), 'needs rds, route_config or cluster');
+    return {
+      kind: 'xprotocol',
+      name,
+      statPrefix: r.str('stat_prefix', ''),
+      protocol: r.str('protocol'),
+      cluster,
+      maxFrameBytes: r.int('max_frame_bytes', 16, 2 ** 31 - 1) ?? DEFAULT_MAX_FRAME_BYTES,
+      defaultTimeoutMs: r.durationMs('default_timeout') || DEFAULT_TIMEOUT_MS,
+      ...spec,
+    };
+  },
+});
