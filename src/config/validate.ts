@@ -18,7 +18,7 @@ export function checkReferences(b: Bootstrap): void {
     if (listenerNames.has(l.name)) throw new ConfigError(`${at}.name`, `duplicate listener name "${l.name}"`);
     listenerNames.add(l.name);
     const key = `${l.address.address}:${l.address.port}`;
-    if (l.bindToPort && bound.has(key)) throw new ConfigError(`${at}.address`, `${key} is already used by another listener`);
+    if (l.bindToPort && l.address.port !== 0 && bound.has(key)) throw new ConfigError(`${at}.address`, `${key} is already used by another listener`);
     bound.add(key);
   });
   if (b.dynamicResources?.cdsConfig) return;

@@ -9,7 +9,7 @@ import { matchFilterChain } from './chain-match.js';
 import { ListenerIndex } from './handoff.js';
 import { localDestination, originalDestination } from './original-dst.js';
 import { openTransparentListener } from './transparent.js';
-import '../proxy/tcp-proxy.js';
+import '../proxy/xprotocol/handlers.js';
 
 interface Bound {
   listener: Listener;
@@ -30,6 +30,7 @@ export class ListenerManager {
   private readonly bound = new Map<string, Bound>();
   private readonly conns = new Map<Socket, Listener>();
   private capturePorts = new Set<number>();
+  private readonly live = () => this.snapshot!;
 
   constructor(
     private readonly clusters: ClusterManager,
@@ -110,7 +111,7 @@ export class ListenerManager {
       return;
     }
     this.track(socket, listener);
-    handler({ socket, listener, chain, destination, source, snapshot, clusters: this.clusters }, filter);
+    handler({ socket, listener, chain, destination, source, snapshot, live: this.live, clusters: this.clusters }, filter);
   }
 
   private track(socket: Socket, listener: Listener): void {

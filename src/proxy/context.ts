@@ -13,6 +13,8 @@ export interface DownstreamContext {
   readonly source: SocketAddress;
   /** The config the connection started with; later pushes do not change it. */
   readonly snapshot: Snapshot;
+  /** The newest config: per-request routing reads it, so a push re-routes open RPC connections. */
+  readonly live: () => Snapshot;
   readonly clusters: ClusterManager;
 }
 

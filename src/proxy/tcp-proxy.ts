@@ -1,21 +1,22 @@
 import type { Socket } from 'node:net';
-import type { NetworkFilterConfig, SocketAddress, TcpProxyConfig, WeightedCluster } from '../config/model.js';
+import type { SocketAddress, TcpProxyConfig } from '../config/model.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
+import { pickWeighted } from '../router/weighted.js';
 import type { Host } from '../upstream/host.js';
 import { connectUpstream } from '../upstream/connect.js';
-import { type DownstreamContext, registerNetworkHandler } from './context.js';
+import type { DownstreamContext } from './context.js';
 
-export function pickWeighted(clusters: readonly WeightedCluster[]): string {
-  let total = 0;
-  for (const c of clusters) total += c.weight;
-  let r = Math.random() * total;
-  for (const c of clusters) {
-    r -= c.weight;
-    if (r < 0) return c.name;
-  }
-  return clusters[clusters.length - 1]!.name;
+/** Where an L4 connection goes: a cluster, or (no cluster) straight to the original destination. */
+export interface L4Target {
+  readonly cluster?: string;
+  readonly idleTimeoutMs: number;
 }
+
+export const l4TargetOf = (cfg: TcpProxyConfig): L4Target => ({
+  cluster: cfg.cluster ?? pickWeighted(cfg.weightedClusters),
+  idleTimeoutMs: cfg.idleTimeoutMs,
+});
 
 /**
  * Relays bytes both ways. pipe() gives backpressure (a full write buffer pauses the other side's reads)
@@ -52,55 +53,122 @@ function relay(down: Socket, up: Socket, clusterName: string, idleTimeoutMs: num
   down.resume();
 }
 
-function tcpProxy(ctx: DownstreamContext, filter: NetworkFilterConfig): void {
-  const cfg = filter as TcpProxyConfig;
-  const down = ctx.socket;
-  const clusterName = cfg.cluster ?? pickWeighted(cfg.weightedClusters);
-  const state = ctx.clusters.get(clusterName);
-  if (!state) {
-    metrics.unknownCluster.inc({ cluster: clusterName });
-    log.warn({ cluster: clusterName, listener: ctx.listener.name }, 'tcp_proxy: cluster not found, closing');
-    down.destroy();
-    return;
-  }
-  let target: SocketAddress;
-  let host: Host | undefined;
-  if (state.isOriginalDst) target = ctx.destination;
-  else {
-    host = state.pick();
-    if (!host) {
-      metrics.noHealthyUpstream.inc({ cluster: clusterName });
-      down.destroy();
-      return;
+/**
+ * An upstream connection opened for L4 but not yet relaying: the sniffer opens one when the client stays
+ * silent (the server may speak first) and either commits to it or cancels it when the client's first
+ * bytes turn out to be RPC.
+ */
+export class L4Attempt {
+  private up: Socket | undefined;
+  private connected = false;
+  private committed: { first?: Buffer } | undefined;
+  private done = false;
+  private failed = false;
+  private host: Host | undefined;
+  private readonly clusterName: string;
+  /** Called once with the upstream's first bytes when it speaks before the client does. */
+  onUpstreamFirst: ((chunk: Buffer) => void) | undefined;
+
+  constructor(
+    private readonly ctx: DownstreamContext,
+    private readonly target: L4Target,
+  ) {
+    this.clusterName = target.cluster ?? 'original_dst';
+    const down = ctx.socket;
+    let dst: SocketAddress = ctx.destination;
+    let connectTimeoutMs = 10_000;
+    let localAddress: string | undefined;
+    if (target.cluster !== undefined) {
+      const state = ctx.clusters.get(target.cluster);
+      if (!state) {
+        metrics.unknownCluster.inc({ cluster: target.cluster });
+        log.warn({ cluster: target.cluster, listener: ctx.listener.name }, 'tcp_proxy: cluster not found, closing');
+        this.fail();
+        return;
+      }
+      if (!state.isOriginalDst) {
+        this.host = state.pick();
+        if (!this.host) {
+          metrics.noHealthyUpstream.inc({ cluster: target.cluster });
+          this.fail();
+          return;
+        }
+        this.host.active++;
+        dst = this.host;
+      }
+      connectTimeoutMs = state.cluster.connectTimeoutMs;
+      localAddress = state.cluster.upstreamBindAddress;
     }
-    target = host;
-    host.active++;
-  }
-  const release = () => host && host.active--;
-  metrics.upstreamCx.inc({ cluster: clusterName });
-  const pending = connectUpstream(
-    { address: target.address, port: target.port, timeoutMs: state.cluster.connectTimeoutMs, localAddress: state.cluster.upstreamBindAddress },
-    (err, up) => {
+    metrics.upstreamCx.inc({ cluster: this.clusterName });
+    this.up = connectUpstream({ address: dst.address, port: dst.port, timeoutMs: connectTimeoutMs, localAddress }, (err, up) => {
       if (err) {
-        metrics.upstreamConnectFail.inc({ cluster: clusterName });
-        log.debug({ cluster: clusterName, target, err: err.message }, 'tcp_proxy: upstream connect failed');
-        release();
-        down.destroy();
+        metrics.upstreamConnectFail.inc({ cluster: this.clusterName });
+        log.debug({ cluster: this.clusterName, target: dst, err: err.message }, 'tcp_proxy: upstream connect failed');
+        this.fail();
         return;
       }
-      if (down.destroyed) {
-        release();
-        up.destroy();
-        return;
-      }
-      relay(down, up, clusterName, cfg.idleTimeoutMs, release);
-    },
-  );
-  // A caller that gives up while we connect should not leave the upstream attempt behind.
-  down.once('close', () => {
-    if (pending.connecting) pending.destroy();
-  });
-  down.on('error', () => undefined);
+      this.connected = true;
+      if (down.destroyed) return this.cancel();
+      if (this.committed) this.start();
+      else up.once('data', this.onEarlyData);
+    });
+    // A caller that gives up while we connect should not leave the upstream attempt behind.
+    down.once('close', () => {
+      if (!this.committed) this.cancel();
+    });
+  }
+
+  private readonly onEarlyData = (chunk: Buffer) => {
+    this.up!.pause();
+    this.onUpstreamFirst?.(chunk);
+  };
+
+  private release = () => {
+    if (this.host) this.host.active--;
+    this.host = undefined;
+  };
+
+  /** A speculative attempt fails quietly: the client has not asked for L4 yet and may still speak RPC. */
+  private fail(): void {
+    if (this.done) return;
+    this.done = true;
+    this.failed = true;
+    this.release();
+    if (this.committed) this.ctx.socket.destroy();
+  }
+
+  /** False once the attempt failed or was cancelled: commit() would only close the client. */
+  get usable(): boolean {
+    return !this.failed && !this.done;
+  }
+
+  /** Relays from now on; `first` holds client bytes already read (by the sniffer). */
+  commit(first?: Buffer): void {
+    if (this.failed) return void this.ctx.socket.destroy();
+    if (this.done || this.committed) return;
+    this.committed = { first };
+    if (this.connected) this.start();
+  }
+
+  private start(): void {
+    const up = this.up!;
+    up.off('data', this.onEarlyData);
+    this.done = true;
+    if (this.committed?.first) up.write(this.committed.first);
+    relay(this.ctx.socket, up, this.clusterName, this.target.idleTimeoutMs, this.release);
+    up.resume();
+  }
+
+  /** The client turned out to speak RPC: drop this connection before it carried anything. */
+  cancel(): void {
+    if (this.done) return;
+    this.done = true;
+    this.release();
+    this.up?.destroy();
+  }
 }
 
-registerNetworkHandler('tcp_proxy', tcpProxy);
+/** Proxies a connection at L4 to `target`; `first` are bytes a sniffer already read from the client. */
+export function proxyL4(ctx: DownstreamContext, target: L4Target, first?: Buffer, attempt?: L4Attempt): void {
+  (attempt ?? new L4Attempt(ctx, target)).commit(first);
+}

@@ -27,7 +27,14 @@ export class ClusterState {
 
   /** Undefined when no host is usable: the caller answers "no healthy upstream". */
   pick(): Host | undefined {
-    return this.usable.length === 0 ? undefined : this.lb.pick(this.usable);
+    const usable = this.usable;
+    if (usable.length === 0) return undefined;
+    const host = this.lb.pick(usable);
+    if (host.ejectedUntil === 0) return host;
+    // Recently failed: any host not in that state beats it; if all are, use the LB's choice anyway.
+    const now = Date.now();
+    if (host.ejectedUntil <= now) return host;
+    return usable.find((h) => h.ejectedUntil <= now) ?? host;
   }
 
   get usableHosts(): readonly Host[] {

@@ -10,6 +10,8 @@ export class Host {
   weight = 1;
   healthy = true;
   priority = 0;
+  /** Until then LB prefers other hosts: a connect to this one just failed. */
+  ejectedUntil = 0;
   /** Per-protocol connection pools, owned by proxy/ and keyed by codec name. */
   readonly pools = new Map<string, { close(): void }>();
 

@@ -3,7 +3,7 @@
  *
  *   node dist/test/peers/bolt-server.js [--host 127.0.0.1] [--port 0] [--name NAME]
  *
- * Serves com.nodejs.test.TestService:1.0 with plus(a, b), echo(x), whoami() (the name, from --name or
+ * Serves com.nodejs.test.OtherService:1.0 (whoami → "other:NAME") and com.nodejs.test.TestService:1.0 with plus(a, b), echo(x), whoami() (the name, from --name or
  * $SERVER_NAME), sleep(ms) and fail(message) (throws, so the server answers with its own error status).
  * Prints {"ready":true,"port":N} on stdout once listening; logs go to stderr.
  */
@@ -39,12 +39,25 @@ rpc.addService(
     async whoami() {
       return name;
     },
+    async whereami() {
+      return name;
+    },
     async sleep(ms: number) {
       await sleep(ms);
       return ms;
     },
     async fail(message: string) {
       throw new Error(message);
+    },
+  },
+);
+
+// A second interface, so tests can route by interface name.
+rpc.addService(
+  { interfaceName: 'com.nodejs.test.OtherService', version: '1.0' },
+  {
+    async whoami() {
+      return `other:${name}`;
     },
   },
 );

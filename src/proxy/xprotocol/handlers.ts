@@ -1,0 +1,68 @@
+/**
+ * The terminal filters that may carry RPC: each sniffs (or is pinned to) a codec and hands the
+ * connection to a Session; what is not RPC goes through at L4 where that makes sense.
+ */
+import { findCodec } from '../../../protocols/registry.js';
+import type { HttpConnectionManagerConfig, NetworkFilterConfig, RouteConfiguration, TcpProxyConfig, XProtocolConfig } from '../../config/model.js';
+import { rpcMetrics } from '../../observe/metrics.js';
+import { destinationKeys } from '../../router/router.js';
+import { indexOf } from '../../router/virtual-hosts.js';
+import { pickWeighted } from '../../router/weighted.js';
+import { type DownstreamContext, registerNetworkHandler } from '../context.js';
+import { type L4Target, l4TargetOf, proxyL4 } from '../tcp-proxy.js';
+import { Session } from './session.js';
+import { sniff } from './sniff.js';
+
+const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+const countFallback = (ctx: DownstreamContext) => () => rpcMetrics.l4Fallback.inc({ listener: ctx.listener.name });
+
+/** tcp_proxy: RPC is load-balanced per request over the filter's cluster; other bytes are plain L4. */
+registerNetworkHandler('tcp_proxy', (ctx: DownstreamContext, filter: NetworkFilterConfig) => {
+  const target = l4TargetOf(filter as TcpProxyConfig);
+  const cluster = target.cluster === undefined ? undefined : ctx.clusters.get(target.cluster);
+  // Passthrough has one destination: nothing to balance, so no reason to look at the bytes.
+  if (!cluster || cluster.isOriginalDst || cluster.hosts.length === 0) return proxyL4(ctx, target);
+  sniff(ctx, {
+    l4: target,
+    rpc: (codec, first) => new Session(ctx, { codec, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, defaultTimeoutMs: DEFAULT_TIMEOUT_MS, cluster: target.cluster }, first),
+  });
+});
+
+/** Where plain bytes on an HTTP-typed port go: the cluster of the virtual host for the destination. */
+function l4ForRoutes(ctx: DownstreamContext, routes: RouteConfiguration | undefined): L4Target {
+  if (!routes) return { idleTimeoutMs: 0 };
+  const idx = indexOf(routes);
+  const keys = destinationKeys(ctx.destination);
+  const vh = idx.find(keys[0]!) ?? idx.find(keys[1]!) ?? idx.fallback;
+  const action = vh?.routes.find((r) => r.action)?.action;
+  const cluster = action && (action.cluster ?? pickWeighted(action.weightedClusters));
+  return { cluster, idleTimeoutMs: 0 };
+}
+
+function routeSource(ctx: DownstreamContext, cfg: { rdsName?: string; routeConfig?: RouteConfiguration }) {
+  if (cfg.routeConfig) return () => cfg.routeConfig;
+  const name = cfg.rdsName;
+  return name === undefined ? undefined : () => ctx.live().routes.get(name);
+}
+
+registerNetworkHandler('http_connection_manager', (ctx: DownstreamContext, filter: NetworkFilterConfig) => {
+  const cfg = filter as HttpConnectionManagerConfig;
+  const routes = routeSource(ctx, cfg);
+  sniff(ctx, {
+    l4: l4ForRoutes(ctx, routes?.()),
+    notRpc: countFallback(ctx),
+    rpc: (codec, first) => new Session(ctx, { codec, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, defaultTimeoutMs: DEFAULT_TIMEOUT_MS, routes }, first),
+  });
+});
+
+registerNetworkHandler('xprotocol', (ctx: DownstreamContext, filter: NetworkFilterConfig) => {
+  const cfg = filter as XProtocolConfig;
+  const routes = routeSource(ctx, cfg);
+  const session = (codec: NonNullable<ReturnType<typeof findCodec>>, first?: Buffer) =>
+    new Session(ctx, { codec, maxFrameBytes: cfg.maxFrameBytes, defaultTimeoutMs: cfg.defaultTimeoutMs, routes, cluster: cfg.cluster }, first);
+  const pinned = cfg.protocol ? findCodec(cfg.protocol) : undefined;
+  if (pinned) return void session(pinned);
+  sniff(ctx, { l4: cfg.cluster ? { cluster: cfg.cluster, idleTimeoutMs: 0 } : undefined, notRpc: countFallback(ctx), rpc: session });
+});

@@ -1,0 +1,34 @@
+import type { ErrorKind, Frame, RequestId } from '../../../protocols/codec.js';
+import type { RetryPolicy } from '../../config/model.js';
+import type { ClusterState } from '../../upstream/cluster-manager.js';
+import type { Host } from '../../upstream/host.js';
+import type { HasDeadline } from './deadlines.js';
+import type { RpcStats } from './stats.js';
+
+/** The downstream side of a request, told how it ended. */
+export interface PendingOwner {
+  complete(p: Pending, response: Frame): void;
+  /** `sent`: the request reached the upstream socket, so the upstream may have acted on it. */
+  fail(p: Pending, kind: ErrorKind, message: string, sent: boolean): void;
+}
+
+/** One request in flight upstream; its upstream id is the key in the connection's pending map. */
+export class Pending implements HasDeadline {
+  deadline = 0;
+  bucket: Set<HasDeadline> | undefined = undefined;
+  upstreamId = 0;
+  /** Tries so far, for the retry budget. */
+  attempts = 1;
+  /** Set while the request sits in a connection's pending map (or its pre-connect queue). */
+  conn: { forget(p: Pending): void } | undefined = undefined;
+
+  constructor(
+    readonly owner: PendingOwner,
+    readonly frame: Frame,
+    readonly originalId: RequestId,
+    public host: Host,
+    readonly cluster: ClusterState,
+    readonly stats: RpcStats,
+    readonly retry: RetryPolicy,
+  ) {}
+}

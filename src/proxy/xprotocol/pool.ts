@@ -1,0 +1,258 @@
+import type { Socket } from 'node:net';
+import { type Codec, CodecError, type Frame, NEED_MORE } from '../../../protocols/codec.js';
+import type { Cluster } from '../../config/model.js';
+import { log } from '../../observe/log.js';
+import { metrics, rpcMetrics } from '../../observe/metrics.js';
+import { connectUpstream } from '../../upstream/connect.js';
+import type { Host } from '../../upstream/host.js';
+import { batch } from './engine-state.js';
+import type { Pending } from './pending.js';
+import { rpcStats } from './stats.js';
+
+const MAX_CONNECTIONS = 4;
+/** In-flight requests per connection before the pool opens another one. */
+const GROW_AT = 64;
+const KEEPALIVE_INTERVAL_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 10_000;
+/** After a failed connect, LB avoids the host this long (a light passive health check). */
+const EJECT_MS = 3_000;
+const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+const numericId = (id: number | bigint) => (typeof id === 'bigint' ? Number(id) : id);
+
+/** One multiplexed upstream connection: rewrites request ids to its own, restores them on responses. */
+class UpstreamConnection {
+  readonly pending = new Map<number, Pending>();
+  private queue: Pending[] | undefined = [];
+  private rest: Buffer | undefined;
+  private nextId = 0;
+  private lastActive = Date.now();
+  private keepaliveSent = 0;
+  private keepaliveId = -1;
+  private readonly socket: Socket;
+  closed = false;
+  private draining = false;
+
+  constructor(private readonly pool: MultiplexPool) {
+    const { host, cluster } = pool;
+    metrics.upstreamCx.inc({ cluster: cluster.name });
+    this.socket = connectUpstream(
+      { address: host.address, port: host.port, timeoutMs: cluster.connectTimeoutMs, localAddress: cluster.upstreamBindAddress },
+      (err) => (err ? this.onConnectFailed(err) : this.onConnected()),
+    );
+  }
+
+  get load(): number {
+    return this.pending.size + (this.queue?.length ?? 0);
+  }
+
+  get socketForDrain(): Socket {
+    return this.socket;
+  }
+
+  private onConnected(): void {
+    const s = this.socket;
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('error', (err) => log.debug({ upstream: this.pool.host.key, err: err.message }, 'upstream connection error'));
+    s.on('close', () => this.onClosed('upstream connection closed'));
+    const queued = this.queue!;
+    this.queue = undefined;
+    for (const p of queued) this.write(p);
+    batch.flush();
+  }
+
+  private onConnectFailed(err: Error): void {
+    metrics.upstreamConnectFail.inc({ cluster: this.pool.cluster.name });
+    this.pool.host.ejectedUntil = Date.now() + EJECT_MS;
+    this.closed = true;
+    this.pool.remove(this);
+    const queued = this.queue ?? [];
+    this.queue = undefined;
+    for (const p of queued) {
+      p.conn = undefined;
+      p.owner.fail(p, 'connect-failure', `cannot connect to ${this.pool.host.key}: ${err.message}`, false);
+    }
+    batch.flush();
+  }
+
+  /** Returns false when the socket's buffer is full: the caller should stop reading for a while. */
+  send(p: Pending): boolean {
+    this.lastActive = Date.now();
+    p.conn = this;
+    if (this.queue) {
+      this.queue.push(p);
+      return true;
+    }
+    return this.write(p);
+  }
+
+  sendOneway(frame: Frame): boolean {
+    this.lastActive = Date.now();
+    if (this.queue) return true; // dropped before connect: oneway promises nothing, and nobody waits
+    return batch.write(this.socket, frame.raw);
+  }
+
+  private write(p: Pending): boolean {
+    let id = this.nextId;
+    do id = (id + 1) >>> 0 || 1; // 32-bit wrap; 0 is skipped, ids still in flight are skipped
+    while (this.pending.has(id) || id === this.keepaliveId);
+    this.nextId = id;
+    p.upstreamId = id;
+    this.pool.codec.setRequestId(p.frame.raw, id);
+    this.pending.set(id, p);
+    return batch.write(this.socket, p.frame.raw);
+  }
+
+  /** The request was answered some other way (timeout): a late response is then dropped. */
+  forget(p: Pending): void {
+    if (this.pending.get(p.upstreamId) === p) this.pending.delete(p.upstreamId);
+    else if (this.queue) this.queue = this.queue.filter((q) => q !== p);
+    p.conn = undefined;
+    this.closeIfDrained();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastActive = Date.now();
+    let buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
+    this.rest = undefined;
+    const codec = this.pool.codec;
+    while (buf.length > 0) {
+      const r = codec.decode(buf, MAX_RESPONSE_BYTES);
+      if (r === NEED_MORE) {
+        this.rest = buf;
+        break;
+      }
+      if (r instanceof CodecError) {
+        rpcMetrics.codecErrors.inc({ protocol: codec.name, direction: 'upstream', reason: r.reason });
+        log.warn({ upstream: this.pool.host.key, err: r.message }, 'upstream sent a bad frame, closing the connection');
+        this.socket.destroy();
+        break;
+      }
+      buf = buf.subarray(r.raw.length);
+      if (r.kind !== 'response') continue; // requests from a server are not part of our protocol contract
+      const id = numericId(r.requestId);
+      if (r.heartbeat && id === this.keepaliveId) {
+        this.keepaliveId = -1;
+        continue;
+      }
+      const p = this.pending.get(id);
+      if (!p) {
+        rpcStats(codec.name, this.pool.cluster.name).lateResponses.inc(); // its caller had its timeout reply
+        continue;
+      }
+      this.pending.delete(id);
+      p.conn = undefined;
+      p.owner.complete(p, r);
+    }
+    batch.flush();
+    this.closeIfDrained();
+  }
+
+  private onClosed(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.remove(this);
+    const inFlight = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of inFlight) {
+      p.conn = undefined;
+      p.owner.fail(p, 'upstream-reset', `${reason} with the request in flight (${this.pool.host.key})`, true);
+    }
+    batch.flush();
+  }
+
+  /** Keeps an idle connection alive with the codec's heartbeat; a silent peer is dropped. */
+  tick(now: number): void {
+    if (this.closed || this.queue) return;
+    if (this.keepaliveId >= 0 && now - this.keepaliveSent > KEEPALIVE_TIMEOUT_MS) {
+      log.warn({ upstream: this.pool.host.key }, 'keepalive unanswered, closing the upstream connection');
+      this.socket.destroy();
+      return;
+    }
+    if (this.keepaliveId < 0 && now - this.lastActive >= KEEPALIVE_INTERVAL_MS) {
+      let id = this.nextId;
+      do id = (id + 1) >>> 0 || 1;
+      while (this.pending.has(id));
+      this.nextId = id;
+      this.keepaliveId = id;
+      this.keepaliveSent = now;
+      this.lastActive = now;
+      this.socket.write(this.pool.codec.keepalive(id));
+    }
+  }
+
+  drain(): void {
+    this.draining = true;
+    this.closeIfDrained();
+  }
+
+  private closeIfDrained(): void {
+    if (this.draining && this.load === 0 && !this.closed) {
+      this.closed = true;
+      this.pool.remove(this);
+      this.socket.end();
+    }
+  }
+}
+
+/**
+ * Multiplexed connections to one endpoint for one codec: a few connections shared by every downstream,
+ * opened on demand, the least loaded one used.
+ */
+export class MultiplexPool {
+  private readonly conns: UpstreamConnection[] = [];
+  private draining = false;
+  private readonly keepalive: NodeJS.Timeout;
+
+  constructor(
+    readonly host: Host,
+    readonly codec: Codec,
+    readonly cluster: Cluster,
+  ) {
+    this.keepalive = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.conns) c.tick(now);
+    }, KEEPALIVE_INTERVAL_MS / 3).unref();
+  }
+
+  private pick(): UpstreamConnection {
+    let best: UpstreamConnection | undefined;
+    for (const c of this.conns) if (!best || c.load < best.load) best = c;
+    if (!best || (best.load >= GROW_AT && this.conns.length < MAX_CONNECTIONS)) {
+      best = new UpstreamConnection(this);
+      this.conns.push(best);
+    }
+    return best;
+  }
+
+  /** Sends a request; returns the socket to wait on when its buffer is full, else undefined. */
+  send(p: Pending): Socket | undefined {
+    const c = this.pick();
+    return c.send(p) ? undefined : c.socketForDrain;
+  }
+
+  sendOneway(frame: Frame): Socket | undefined {
+    const c = this.pick();
+    return c.sendOneway(frame) ? undefined : c.socketForDrain;
+  }
+
+  remove(c: UpstreamConnection): void {
+    const i = this.conns.indexOf(c);
+    if (i >= 0) this.conns.splice(i, 1);
+    if (this.draining && this.conns.length === 0) clearInterval(this.keepalive);
+  }
+
+  /** The endpoint left the cluster: in-flight requests finish, then the connections close. */
+  close(): void {
+    this.draining = true;
+    if (this.host.pools.get(this.codec.name) === this) this.host.pools.delete(this.codec.name);
+    for (const c of [...this.conns]) c.drain();
+    if (this.conns.length === 0) clearInterval(this.keepalive);
+  }
+}
+
+export function poolFor(host: Host, codec: Codec, cluster: Cluster): MultiplexPool {
+  let pool = host.pools.get(codec.name) as MultiplexPool | undefined;
+  if (!pool) host.pools.set(codec.name, (pool = new MultiplexPool(host, codec, cluster)));
+  return pool;
+}

@@ -1,0 +1,79 @@
+import type { Codec } from '../../../protocols/codec.js';
+import { codecs } from '../../../protocols/registry.js';
+import type { DownstreamContext } from '../context.js';
+import { L4Attempt, type L4Target } from '../tcp-proxy.js';
+
+/** How long a silent client waits before we also dial the upstream, in case the server speaks first. */
+const SERVER_FIRST_WAIT_MS = 100;
+/** Enough bytes for every codec's magic; past this, undecided means "not RPC". */
+const SNIFF_LIMIT = 64;
+
+export interface SniffOutcome {
+  rpc(codec: Codec, first: Buffer): void;
+  /** No codec matched; undefined when there is nowhere to send plain bytes (the connection closes). */
+  readonly l4?: L4Target;
+  notRpc?(): void;
+}
+
+function detect(head: Buffer): Codec | 'no' | 'need-more' {
+  let undecided = false;
+  for (const c of codecs) {
+    const m = c.match(head);
+    if (m === 'yes') return c;
+    if (m === 'need-more') undecided = true;
+  }
+  return undecided && head.length < SNIFF_LIMIT ? 'need-more' : 'no';
+}
+
+/**
+ * Reads a connection's first bytes and picks a codec by its magic; anything else goes through at L4.
+ * A client that stays silent may be talking to a server-first protocol, so after a short wait the L4
+ * upstream is dialled too: if the server speaks first the bytes flow at L4, and if the client then speaks
+ * RPC that unused upstream connection is dropped. Idle RPC connection pools thus keep their request-level
+ * routing, and server-first protocols are not stalled.
+ */
+export function sniff(ctx: DownstreamContext, out: SniffOutcome): void {
+  const s = ctx.socket;
+  let head: Buffer | undefined;
+  let attempt: L4Attempt | undefined;
+  let settled = false;
+  const settle = () => {
+    settled = true;
+    clearTimeout(timer);
+    s.off('data', onData);
+    s.pause();
+  };
+  const toL4 = (first?: Buffer) => {
+    settle();
+    if (!out.l4) {
+      attempt?.cancel();
+      out.notRpc?.();
+      s.destroy();
+      return;
+    }
+    (attempt?.usable ? attempt : new L4Attempt(ctx, out.l4)).commit(first);
+  };
+  const onData = (chunk: Buffer) => {
+    head = head ? Buffer.concat([head, chunk]) : chunk;
+    const found = detect(head);
+    if (found === 'need-more') return;
+    if (found === 'no') return toL4(head);
+    settle();
+    attempt?.cancel();
+    out.rpc(found, head);
+  };
+  const timer = setTimeout(() => {
+    if (settled || head || !out.l4) return;
+    attempt = new L4Attempt(ctx, out.l4);
+    attempt.onUpstreamFirst = (chunk) => {
+      if (settled) return;
+      s.write(chunk);
+      toL4();
+    };
+  }, SERVER_FIRST_WAIT_MS);
+  s.on('data', onData);
+  s.once('end', () => {
+    if (!settled) toL4(head);
+  });
+  s.resume();
+}

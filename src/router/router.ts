@@ -1,0 +1,74 @@
+import type { HeaderMatcher, Route, RouteAction, RouteConfiguration, SocketAddress, StringMatcher, VirtualHost } from '../config/model.js';
+import { indexOf } from './virtual-hosts.js';
+
+/** What routing reads from a request: the codec's lazily decoded headers. */
+export interface RequestHeaders {
+  header(name: string): string | undefined;
+}
+
+export function matchString(m: StringMatcher, value: string): boolean {
+  const v = m.ignoreCase && m.kind !== 'regex' ? value.toLowerCase() : value;
+  const want = m.ignoreCase ? m.value.toLowerCase() : m.value;
+  switch (m.kind) {
+    case 'exact':
+      return v === want;
+    case 'prefix':
+      return v.startsWith(want);
+    case 'suffix':
+      return v.endsWith(want);
+    case 'contains':
+      return v.includes(want);
+    case 'regex':
+      return m.regex!.test(value);
+  }
+}
+
+/** An RPC request's path, so Istio's `uri` matches work: /service/method. */
+export const rpcPath = (req: RequestHeaders) => `/${req.header('service') ?? ''}/${req.header('method') ?? ''}`;
+
+function matchHeader(h: HeaderMatcher, req: RequestHeaders): boolean {
+  const value = h.name === ':path' ? rpcPath(req) : req.header(h.name);
+  const ok = h.match ? value !== undefined && matchString(h.match, value) : (value !== undefined) === h.present;
+  return ok !== h.invert;
+}
+
+export function matchRoute(route: Route, req: RequestHeaders): boolean {
+  const p = route.match.path;
+  // Istio's catch-all is prefix "/": skip building the path for it.
+  if (p && !(p.kind === 'prefix' && p.value === '/') && !matchString(p, rpcPath(req))) return false;
+  const headers = route.match.headers;
+  for (let i = 0; i < headers.length; i++) if (!matchHeader(headers[i]!, req)) return false;
+  return true;
+}
+
+export interface RouteDecision {
+  readonly virtualHost: VirtualHost;
+  readonly route: Route;
+  readonly action: RouteAction;
+}
+
+/** Host names to look a connection's original destination up by: `ip:port`, then `ip`. */
+export const destinationKeys = (d: SocketAddress): readonly string[] => [`${d.address}:${d.port}`, d.address];
+
+/**
+ * The virtual host is chosen by the connection's original destination (Istio lists the ClusterIP among a
+ * service's domains), else by the frame's service or interface name (DNS universal addressing: the name
+ * is the domain), else `*`. Then the first route whose match fits the frame's headers wins.
+ */
+export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dstKeys: readonly string[]): RouteDecision | undefined {
+  const idx = indexOf(config);
+  let vh: VirtualHost | undefined;
+  for (let i = 0; i < dstKeys.length && !vh; i++) vh = idx.find(dstKeys[i]!);
+  if (!vh) {
+    const service = req.header('service');
+    if (service !== undefined) vh = idx.find(service);
+    const iface = vh ? undefined : req.header('interface');
+    if (iface !== undefined) vh = idx.find(iface);
+  }
+  vh ??= idx.fallback;
+  if (!vh) return undefined;
+  for (const route of vh.routes) {
+    if (route.action && matchRoute(route, req)) return { virtualHost: vh, route, action: route.action };
+  }
+  return undefined;
+}
