@@ -118,45 +118,59 @@ export function writeTemp(name: string, content: unknown): string {
   return file;
 }
 
+export interface Host {
+  readonly ns: string;
+  /** The address on its veth toward the app namespace. */
+  readonly ip: string;
+}
+
 export interface Topology {
   readonly app: string;
+  /** The first server namespace (which owns the ClusterIPs) and its address. */
   readonly server: string;
-  readonly podIp: string;
   readonly serverIp: string;
-  /** Adds a ClusterIP on the server namespace's lo, reachable from the app over the veth. */
+  readonly servers: readonly Host[];
+  /** The app's address toward the first server: its "pod IP". */
+  readonly podIp: string;
+  /** Adds a ClusterIP on the first server namespace's lo, reachable from the app over the veth. */
   addClusterIp(ip: string): void;
   destroy(): void;
 }
 
-/** Builds app <-> server namespaces; `id` keeps parallel test files apart. */
-export function createTopology(id: string): Topology {
+/**
+ * Builds an app namespace joined by one veth pair to each of `count` server namespaces (198.19.N.1 on the
+ * app side, 198.19.N.2 on server N's side). `id` keeps parallel test files apart.
+ */
+export function createTopology(id: string, count = 1): Topology {
   const app = `xs-${id}-app`;
-  const server = `xs-${id}-srv`;
+  const names = Array.from({ length: count }, (_, i) => `xs-${id}-s${i + 1}`);
   const destroy = () => {
-    for (const ns of [app, server]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    for (const ns of [app, ...names]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   };
   destroy();
   sh('ip', 'netns', 'add', app);
-  sh('ip', 'netns', 'add', server);
-  const va = `xa${id}`.slice(0, 15);
-  const vs = `xs${id}`.slice(0, 15);
-  sh('ip', 'link', 'add', va, 'netns', app, 'type', 'veth', 'peer', 'name', vs, 'netns', server);
-  const podIp = '198.19.0.1';
-  const serverIp = '198.19.0.2';
-  inNs(app, 'ip', 'addr', 'add', `${podIp}/24`, 'dev', va);
-  inNs(server, 'ip', 'addr', 'add', `${serverIp}/24`, 'dev', vs);
-  for (const [ns, dev] of [[app, va], [server, vs]] as const) {
+  inNs(app, 'ip', 'link', 'set', 'lo', 'up');
+  const servers = names.map((ns, i) => {
+    sh('ip', 'netns', 'add', ns);
+    const va = `xa${i + 1}${id}`.slice(0, 15);
+    const vs = `xs${i + 1}${id}`.slice(0, 15);
+    sh('ip', 'link', 'add', va, 'netns', app, 'type', 'veth', 'peer', 'name', vs, 'netns', ns);
+    const ip = `198.19.${i + 1}.2`;
+    inNs(app, 'ip', 'addr', 'add', `198.19.${i + 1}.1/24`, 'dev', va);
+    inNs(ns, 'ip', 'addr', 'add', `${ip}/24`, 'dev', vs);
     inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
-    inNs(ns, 'ip', 'link', 'set', dev, 'up');
-  }
-  inNs(app, 'ip', 'route', 'add', '198.18.0.0/15', 'via', serverIp);
+    for (const [n, dev] of [[app, va], [ns, vs]] as const) inNs(n, 'ip', 'link', 'set', dev, 'up');
+    return { ns, ip };
+  });
+  inNs(app, 'ip', 'route', 'add', '198.18.0.0/15', 'via', servers[0]!.ip);
   return {
     app,
-    server,
-    podIp,
-    serverIp,
+    server: servers[0]!.ns,
+    serverIp: servers[0]!.ip,
+    servers,
+    podIp: '198.19.1.1',
     addClusterIp: (ip) => {
-      inNs(server, 'ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo');
+      inNs(servers[0]!.ns, 'ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo');
     },
     destroy,
   };
