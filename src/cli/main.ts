@@ -8,9 +8,10 @@ import type { Bootstrap } from '../config/model.js';
 import { ConfigError, newContext, parseDurationMs } from '../config/reader.js';
 import { log } from '../observe/log.js';
 import { Sidecar } from '../server/sidecar.js';
+import { adsBootstrap } from '../xds/bootstrap.js';
 
 const USAGE = `usage:
-  xsidecar run [-c FILE] [--drain-timeout 5s] [--health-port 15021] [--prometheus-port 15090] [--log-level info]
+  xsidecar run [-c FILE] [--xds-address HOST:PORT] [--drain-timeout 5s] [--health-port 15021] [--prometheus-port 15090] [--log-level info]
   xsidecar check -c FILE
   xsidecar iptables [istio-iptables flags] [--dry-run | --clean]
 `;
@@ -40,11 +41,14 @@ async function run(argv: string[]): Promise<number> {
       'health-port': { type: 'string' },
       'prometheus-port': { type: 'string' },
       'log-level': { type: 'string' },
+      'xds-address': { type: 'string' },
     },
   });
   if (values['log-level']) log.level = values['log-level'];
   const ctx = newContext();
-  const bootstrap = load(values.config, ctx);
+  const xdsAddress = values['xds-address'];
+  // --xds-address alone: istiod supplies everything, as for Envoy under pilot-agent (no static listeners).
+  const bootstrap = xdsAddress && !values.config ? decodeBootstrap(adsBootstrap(defaultBootstrap.node, xdsAddress), ctx) : load(values.config, ctx);
   for (const w of ctx.warnings) log.warn({ config: values.config ?? '(embedded default)' }, w);
   const drainTimeoutMs = parseDurationMs(values['drain-timeout']);
   if (drainTimeoutMs === undefined) throw new ConfigError('--drain-timeout', `expected a duration such as "5s", got "${values['drain-timeout']}"`);
@@ -54,6 +58,8 @@ async function run(argv: string[]): Promise<number> {
     health: { address: '0.0.0.0', port: port(values['health-port'], 15021, '--health-port') },
     prometheus: { address: '0.0.0.0', port: port(values['prometheus-port'], 15090, '--prometheus-port') },
     version: version(),
+    xdsAddress,
+    env: process.env,
   });
   await sidecar.start();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {

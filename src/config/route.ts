@@ -110,9 +110,10 @@ function decodeRoute(r: ObjReader, index: number): Route {
   const ra = r.obj('route');
   const action = ra ? decodeRouteAction(ra) : undefined;
   if (!ra) r.ctx.warnings.push(`${r.path}: only route actions are implemented; redirects and direct responses answer "no route"`);
+  const name = r.str('name', `route-${index}`); // read before done(), or every named route warns "unknown field"
   r.ignore('direct_response', 'redirect', 'filter_action', 'non_forwarding_action', 'decorator', 'metadata', 'typed_per_filter_config', 'request_headers_to_add', 'request_headers_to_remove', 'response_headers_to_add', 'response_headers_to_remove', 'tracing', 'per_request_buffer_limit_bytes', 'stat_prefix');
   r.done();
-  return { name: r.str('name', `route-${index}`), match: { path, headers }, action };
+  return { name, match: { path, headers }, action };
 }
 
 function decodeVirtualHost(v: ObjReader): VirtualHost {
@@ -122,7 +123,12 @@ function decodeVirtualHost(v: ObjReader): VirtualHost {
     return value.toLowerCase();
   });
   if (domains.length === 0) throw new ConfigError(v.at('domains'), 'at least one domain is required');
-  const vh = { name: v.requiredStr('name'), domains, routes: v.objList('routes').map(decodeRoute), retryPolicy: decodeRetryPolicy(v.obj('retry_policy')) };
+  const retryPolicy = decodeRetryPolicy(v.obj('retry_policy'));
+  // A route's own retry policy wins over its virtual host's (Envoy); folding it here keeps routing lean.
+  const routes = v.objList('routes').map(decodeRoute).map((r) =>
+    r.action && !r.action.retryPolicy && retryPolicy ? { ...r, action: { ...r.action, retryPolicy } } : r,
+  );
+  const vh = { name: v.requiredStr('name'), domains, routes, retryPolicy };
   v.ignore('include_request_attempt_count', 'include_attempt_count_in_response', 'require_tls', 'virtual_clusters', 'rate_limits', 'request_headers_to_add', 'request_headers_to_remove', 'response_headers_to_add', 'response_headers_to_remove', 'cors', 'typed_per_filter_config', 'hedge_policy', 'per_request_buffer_limit_bytes', 'metadata', 'matcher', 'request_mirror_policies');
   v.done();
   return vh;

@@ -21,11 +21,6 @@ export const metrics = {
 };
 
 export const rpcMetrics = {
-  requests: counter('xsidecar_rpc_requests_total', 'RPC requests forwarded upstream', ['protocol', 'cluster']),
-  oneway: counter('xsidecar_rpc_oneway_total', 'Oneway RPC requests forwarded upstream', ['protocol', 'cluster']),
-  retries: counter('xsidecar_rpc_retries_total', 'RPC requests sent again to another endpoint', ['protocol', 'cluster']),
-  lateResponses: counter('xsidecar_rpc_late_responses_total', 'Upstream responses that arrived after the request had been answered (timeout)', ['protocol', 'cluster']),
-  localReplies: counter('xsidecar_rpc_local_replies_total', 'Requests answered by the sidecar with a protocol-native error', ['protocol', 'cluster', 'reason']),
   heartbeats: counter('xsidecar_rpc_heartbeats_answered_total', 'Heartbeats answered locally', ['protocol']),
   codecErrors: counter('xsidecar_rpc_codec_errors_total', 'Connections closed because of malformed or oversized frames', ['protocol', 'direction', 'reason']),
   sniffed: counter('xsidecar_rpc_connections_total', 'Downstream connections handled by the x-protocol engine', ['protocol']),

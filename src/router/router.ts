@@ -41,12 +41,6 @@ export function matchRoute(route: Route, req: RequestHeaders): boolean {
   return true;
 }
 
-export interface RouteDecision {
-  readonly virtualHost: VirtualHost;
-  readonly route: Route;
-  readonly action: RouteAction;
-}
-
 /** Host names to look a connection's original destination up by: `ip:port`, then `ip`. */
 export const destinationKeys = (d: SocketAddress): readonly string[] => [`${d.address}:${d.port}`, d.address];
 
@@ -55,7 +49,7 @@ export const destinationKeys = (d: SocketAddress): readonly string[] => [`${d.ad
  * service's domains), else by the frame's service or interface name (DNS universal addressing: the name
  * is the domain), else `*`. Then the first route whose match fits the frame's headers wins.
  */
-export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dstKeys: readonly string[]): RouteDecision | undefined {
+export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dstKeys: readonly string[]): RouteAction | undefined {
   const idx = indexOf(config);
   let vh: VirtualHost | undefined;
   for (let i = 0; i < dstKeys.length && !vh; i++) vh = idx.find(dstKeys[i]!);
@@ -67,8 +61,10 @@ export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dst
   }
   vh ??= idx.fallback;
   if (!vh) return undefined;
-  for (const route of vh.routes) {
-    if (route.action && matchRoute(route, req)) return { virtualHost: vh, route, action: route.action };
+  const routes = vh.routes;
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i]!;
+    if (r.action && matchRoute(r, req)) return r.action;
   }
   return undefined;
 }

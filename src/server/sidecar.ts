@@ -7,6 +7,8 @@ import { type Snapshot, snapshotFromBootstrap } from '../config/snapshot.js';
 import { ListenerManager } from '../listener/listener-manager.js';
 import { log } from '../observe/log.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
+import { usesAds } from '../xds/bootstrap.js';
+import type { NameTable, Published, XdsClient } from '../xds/client.js';
 
 export interface SidecarOptions {
   readonly drainTimeoutMs: number;
@@ -14,6 +16,10 @@ export interface SidecarOptions {
   readonly health: SocketAddress;
   readonly prometheus: SocketAddress;
   readonly version: string;
+  /** --xds-address: istiod's address, replacing the one in the bootstrap (or enabling ADS without one). */
+  readonly xdsAddress?: string;
+  /** Where the node identity's POD_NAME, POD_NAMESPACE, INSTANCE_IP and ISTIO_META_* come from. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** Wires config, listeners, upstreams and admin together; the CLI only parses flags and calls this. */
@@ -26,6 +32,10 @@ export class Sidecar implements AdminView {
   private readonly servers: Server[] = [];
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
+  private xds: XdsClient | undefined;
+  /** The xDS config in force (with what /config_dump says about it); undefined until the first one. */
+  private published: Published | undefined;
+  private readonly nameTableListeners: ((t: NameTable) => void)[] = [];
 
   constructor(
     private readonly bootstrap: Bootstrap,
@@ -36,6 +46,20 @@ export class Sidecar implements AdminView {
 
   /** Binds admin and the static listeners; throws (before anything proxies) if a listener cannot bind. */
   async start(): Promise<void> {
+    // Before anything binds: a bad node identity or xDS address is a start-up error, like a bad bootstrap.
+    if (usesAds(this.bootstrap, this.opts.xdsAddress)) {
+      // Loaded only when needed: gRPC and the protobuf schema cost a static-config sidecar ~100 ms at start.
+      const { createXdsClient } = await import('../xds/client.js');
+      this.xds = createXdsClient({
+        bootstrap: this.bootstrap,
+        address: this.opts.xdsAddress,
+        env: this.opts.env ?? process.env,
+        version: this.opts.version,
+        publish: (p) => this.applyXds(p),
+        onNameTable: (t) => this.nameTableListeners.forEach((cb) => cb(t)),
+        log,
+      });
+    }
     const admin = await startAdmin(this.bootstrap.admin ?? this.opts.admin, this);
     const health = await startHealth(this.opts.health, this);
     const prom = await startPrometheus(this.opts.prometheus);
@@ -46,8 +70,8 @@ export class Sidecar implements AdminView {
       this.listenerManager.stopAccepting();
       throw new Error(errors.map((e) => e.message).join('; '));
     }
-    // With ADS the xDS client flips this once the first complete config is in; a static config is complete now.
-    if (!this.bootstrap.dynamicResources?.adsConfig) this.current = 'LIVE';
+    // With ADS, LIVE waits for the first complete config from istiod; a static config is complete now.
+    if (!this.xds) this.current = 'LIVE';
     log.info(
       {
         listeners: this.listenerManager.describe(),
@@ -58,6 +82,31 @@ export class Sidecar implements AdminView {
       },
       'xsidecar started',
     );
+    this.xds?.start();
+  }
+
+  /** Applies a Snapshot from xDS; the first one makes the sidecar LIVE. */
+  private async applyXds(p: Published): Promise<void> {
+    if (this.current === 'DRAINING') return;
+    const errors = await this.applySnapshot(p.snapshot);
+    for (const e of errors) log.error({ err: e.message, version: p.snapshot.version }, 'xds: listener could not bind');
+    this.published = p;
+    if (this.current === 'PRE_INITIALIZING') {
+      this.current = 'LIVE';
+      log.info({ version: p.snapshot.version, listeners: this.listenerManager.describe().length }, 'xds: first complete config applied, LIVE');
+    }
+  }
+
+  /** Istio's NameTable (NDS) for the DNS proxy: called with each new table. */
+  onNameTable(cb: (t: NameTable) => void): void {
+    this.nameTableListeners.push(cb);
+    const latest = this.xds?.nameTable;
+    if (latest) cb(latest);
+  }
+
+  /** The xDS client's state (versions, rejections, warming, connection), for admin and tests. */
+  xdsStatus() {
+    return this.xds?.status();
   }
 
   async applySnapshot(snapshot: Snapshot): Promise<Error[]> {
@@ -71,6 +120,7 @@ export class Sidecar implements AdminView {
   drain(): Promise<void> {
     this.stopping ??= (async () => {
       this.current = 'DRAINING';
+      this.xds?.stop();
       this.listenerManager.stopAccepting();
       const open = this.listenerManager.openConnections;
       log.info({ openConnections: open, drainMs: this.opts.drainTimeoutMs }, 'draining');
@@ -95,8 +145,16 @@ export class Sidecar implements AdminView {
   }
 
   configDump(): object {
-    const lastUpdated = this.startedAt.toISOString();
-    return buildConfigDump({ bootstrap: this.bootstrap.raw, snapshot: this.snapshot, meta: () => ({ dynamic: false, version: 'static', lastUpdated }) });
+    const status = this.xds?.status();
+    return buildConfigDump({
+      bootstrap: this.bootstrap.raw,
+      snapshot: this.snapshot,
+      staticLastUpdated: this.startedAt.toISOString(),
+      dynamic: this.published?.resources,
+      versions: status?.versions,
+      rejected: status?.rejected,
+      warming: status?.warming,
+    });
   }
 
   clusters() {
@@ -109,13 +167,16 @@ export class Sidecar implements AdminView {
 
   serverInfo(): object {
     const uptime = `${Math.floor((Date.now() - this.startedAt.getTime()) / 1000)}s`;
+    const xds = this.xds?.status();
     return {
       version: `xsidecar/${this.opts.version}`,
       state: this.current,
       uptime_current_epoch: uptime,
       uptime_all_epochs: uptime,
       command_line_options: { drain_time: `${this.opts.drainTimeoutMs / 1000}s` },
-      node: this.bootstrap.node,
+      node: this.xds?.node ?? this.bootstrap.node,
+      ...(xds ? { xds: { api: xds.api, target: xds.target, connected: xds.connected, ready: xds.ready, versions: xds.versions } } : {}),
+      memory: { rss: process.memoryUsage.rss(), heap_used: process.memoryUsage().heapUsed },
     };
   }
 

@@ -2,12 +2,11 @@ import { WriteBatch } from './batch.js';
 import { Deadlines } from './deadlines.js';
 import type { Pending } from './pending.js';
 
-/** Writes made during one event are flushed together at its end (one writev per socket). */
+/** Writes made during one turn of the event loop are flushed together after it (one writev per socket). */
 export const batch = new WriteBatch();
 
 /** Every request's deadline, swept by one timer. */
 export const deadlines = new Deadlines<Pending>((p) => {
   p.conn?.forget(p);
   p.owner.fail(p, 'timeout', `no response within the deadline from ${p.host.key}`, true);
-  batch.flush();
 });

@@ -22,8 +22,9 @@ const countFallback = (ctx: DownstreamContext) => () => rpcMetrics.l4Fallback.in
 registerNetworkHandler('tcp_proxy', (ctx: DownstreamContext, filter: NetworkFilterConfig) => {
   const target = l4TargetOf(filter as TcpProxyConfig);
   const cluster = target.cluster === undefined ? undefined : ctx.clusters.get(target.cluster);
-  // Passthrough has one destination: nothing to balance, so no reason to look at the bytes.
-  if (!cluster || cluster.isOriginalDst || cluster.hosts.length === 0) return proxyL4(ctx, target);
+  // One fixed destination (passthrough, or a static single endpoint) leaves nothing to balance, so the
+  // bytes are not even looked at; EDS clusters may grow, so they are sniffed from the start.
+  if (!cluster || cluster.isOriginalDst || (cluster.cluster.type !== 'EDS' && cluster.hosts.length < 2)) return proxyL4(ctx, target);
   sniff(ctx, {
     l4: target,
     rpc: (codec, first) => new Session(ctx, { codec, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, defaultTimeoutMs: DEFAULT_TIMEOUT_MS, cluster: target.cluster }, first),

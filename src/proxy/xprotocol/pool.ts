@@ -58,7 +58,6 @@ class UpstreamConnection {
     const queued = this.queue!;
     this.queue = undefined;
     for (const p of queued) this.write(p);
-    batch.flush();
   }
 
   private onConnectFailed(err: Error): void {
@@ -72,7 +71,6 @@ class UpstreamConnection {
       p.conn = undefined;
       p.owner.fail(p, 'connect-failure', `cannot connect to ${this.pool.host.key}: ${err.message}`, false);
     }
-    batch.flush();
   }
 
   /** Returns false when the socket's buffer is full: the caller should stop reading for a while. */
@@ -137,14 +135,13 @@ class UpstreamConnection {
       }
       const p = this.pending.get(id);
       if (!p) {
-        rpcStats(codec.name, this.pool.cluster.name).lateResponses.inc(); // its caller had its timeout reply
+        rpcStats(codec.name, this.pool.cluster.name).lateResponses++; // its caller had its timeout reply
         continue;
       }
       this.pending.delete(id);
       p.conn = undefined;
       p.owner.complete(p, r);
     }
-    batch.flush();
     this.closeIfDrained();
   }
 
@@ -158,7 +155,6 @@ class UpstreamConnection {
       p.conn = undefined;
       p.owner.fail(p, 'upstream-reset', `${reason} with the request in flight (${this.pool.host.key})`, true);
     }
-    batch.flush();
   }
 
   /** Keeps an idle connection alive with the codec's heartbeat; a silent peer is dropped. */

@@ -86,7 +86,6 @@ export class Session implements PendingOwner {
       buf = buf.subarray(r.raw.length);
       this.handle(r);
     }
-    batch.flush();
   }
 
   /** A bad frame ends this connection only: answer what can be answered, stop reading, close. */
@@ -116,11 +115,11 @@ export class Session implements PendingOwner {
       return this.reply(frame, 'no-healthy-upstream', `no healthy endpoint in cluster ${target.cluster.cluster.name}`);
     }
     if (frame.kind === 'oneway') {
-      stats.oneway.inc();
+      stats.oneway++;
       this.waitFor(poolFor(host, codec, target.cluster.cluster).sendOneway(frame));
       return;
     }
-    stats.requests.inc();
+    stats.requests++;
     const p = new Pending(this, frame, frame.requestId, host, target.cluster, stats, target.retry);
     p.deadline = Date.now() + (frame.timeoutMs ?? target.timeoutMs);
     deadlines.add(p);
@@ -137,11 +136,11 @@ export class Session implements PendingOwner {
     let retry = DEFAULT_RETRY;
     const routes = opts.routes?.();
     if (routes) {
-      const d = selectRoute(routes, frame, this.dstKeys);
-      if (!d) return `no route for ${frame.header('service') ?? '?'}/${frame.header('method') ?? '?'} to ${ctx.destination.address}:${ctx.destination.port}`;
-      clusterName = d.action.cluster ?? pickWeighted(d.action.weightedClusters);
-      if (d.action.timeoutMs) timeoutMs = d.action.timeoutMs;
-      retry = d.action.retryPolicy ?? d.virtualHost.retryPolicy ?? DEFAULT_RETRY;
+      const action = selectRoute(routes, frame, this.dstKeys);
+      if (!action) return `no route for ${frame.header('service') ?? '?'}/${frame.header('method') ?? '?'} to ${ctx.destination.address}:${ctx.destination.port}`;
+      clusterName = action.cluster ?? pickWeighted(action.weightedClusters);
+      if (action.timeoutMs) timeoutMs = action.timeoutMs;
+      retry = action.retryPolicy ?? DEFAULT_RETRY;
     }
     if (clusterName === undefined) return 'no route configured';
     const cluster = ctx.clusters.get(clusterName);
@@ -161,7 +160,7 @@ export class Session implements PendingOwner {
       const next = this.retryHost(p);
       if (next) {
         p.attempts++;
-        p.stats.retries.inc();
+        p.stats.retries++;
         p.host.active--;
         p.host = next;
         next.active++;

@@ -1,42 +1,65 @@
-import type { Counter } from 'prom-client';
+import { Counter } from 'prom-client';
 import type { ErrorKind } from '../../../protocols/codec.js';
-import { metrics, rpcMetrics } from '../../observe/metrics.js';
+import { registry } from '../../observe/metrics.js';
 
-type Child = ReturnType<Counter['labels']>;
-
-/** Counters for one (protocol, cluster), bound once: labels() per request would cost a lookup each time. */
+/**
+ * Per-request counters for one (protocol, cluster) as plain numbers: a prom-client inc() hashes its
+ * labels on every call, which showed up in profiles. Prometheus reads them at scrape time.
+ */
 export class RpcStats {
-  readonly requests: Child;
-  readonly oneway: Child;
-  readonly retries: Child;
-  readonly lateResponses: Child;
-  private readonly errors = new Map<ErrorKind, Child>();
+  requests = 0;
+  oneway = 0;
+  retries = 0;
+  lateResponses = 0;
+  readonly errors = new Map<ErrorKind, number>();
 
   constructor(
-    private readonly protocol: string,
-    private readonly cluster: string,
-  ) {
-    const labels = { protocol, cluster };
-    this.requests = rpcMetrics.requests.labels(labels);
-    this.oneway = rpcMetrics.oneway.labels(labels);
-    this.retries = rpcMetrics.retries.labels(labels);
-    this.lateResponses = rpcMetrics.lateResponses.labels(labels);
-  }
+    readonly protocol: string,
+    readonly cluster: string,
+  ) {}
 
   error(kind: ErrorKind): void {
-    let c = this.errors.get(kind);
-    if (!c) this.errors.set(kind, (c = rpcMetrics.localReplies.labels({ protocol: this.protocol, cluster: this.cluster, reason: kind })));
-    c.inc();
+    this.errors.set(kind, (this.errors.get(kind) ?? 0) + 1);
   }
 }
 
-const cache = new Map<string, RpcStats>();
+const all = new Map<string, RpcStats>();
 
 export function rpcStats(protocol: string, cluster: string): RpcStats {
   const key = `${protocol}\u0000${cluster}`;
-  let s = cache.get(key);
-  if (!s) cache.set(key, (s = new RpcStats(protocol, cluster)));
+  let s = all.get(key);
+  if (!s) all.set(key, (s = new RpcStats(protocol, cluster)));
   return s;
 }
 
-export { metrics };
+function scraped(name: string, help: string, read: (s: RpcStats) => number): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['protocol', 'cluster'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of all.values()) {
+        const v = read(s);
+        if (v > 0) this.inc({ protocol: s.protocol, cluster: s.cluster }, v);
+      }
+    },
+  });
+}
+
+scraped('xsidecar_rpc_requests_total', 'RPC requests forwarded upstream', (s) => s.requests);
+scraped('xsidecar_rpc_oneway_total', 'Oneway RPC requests forwarded upstream', (s) => s.oneway);
+scraped('xsidecar_rpc_retries_total', 'RPC requests sent again to another endpoint', (s) => s.retries);
+scraped('xsidecar_rpc_late_responses_total', 'Upstream responses that arrived after the request had been answered (timeout)', (s) => s.lateResponses);
+
+new Counter({
+  name: 'xsidecar_rpc_local_replies_total',
+  help: 'Requests answered by the sidecar with a protocol-native error',
+  labelNames: ['protocol', 'cluster', 'reason'],
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const s of all.values()) for (const [reason, v] of s.errors) this.inc({ protocol: s.protocol, cluster: s.cluster, reason }, v);
+  },
+});

@@ -1,0 +1,225 @@
+/**
+ * `npm run bench`: one run, one machine, four cases side by side — direct, xsidecar at L4, xsidecar with
+ * the Bolt codec (routing and per-request load balancing on) and HAProxy in TCP mode — each measured for
+ * throughput, latency at a fixed rate, CPU time of the proxy process per request and peak RSS, plus the
+ * sidecar's RSS with 1,000 open downstream connections. Writes bench/results/report.md and chart.svg.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { repoRoot } from './fixtures.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const RATE = Number(process.env.BENCH_RATE ?? 5000);
+const results = resolve(repoRoot, 'bench/results');
+const dist = resolve(repoRoot, 'dist');
+const CLK_TCK = 100;
+
+interface Started {
+  child: ChildProcess;
+  first: Record<string, unknown>;
+}
+
+function start(cmd: string, args: string[], ready: (o: Record<string, unknown>) => boolean): Promise<Started> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((res, rej) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (l) => {
+      try {
+        const o = JSON.parse(l) as Record<string, unknown>;
+        if (ready(o)) res({ child, first: o });
+      } catch {
+        /* not JSON */
+      }
+    });
+    child.once('exit', (code) => rej(new Error(`${cmd} exited ${code}`)));
+  });
+}
+
+const cpuTicks = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime, all threads
+};
+const status = (pid: number, key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+
+async function loadgen(target: string, args: string[]): Promise<Record<string, number>> {
+  const r = await start(process.execPath, [join(dist, 'bench/loadgen.js'), target, ...args], (o) => 'requests' in o);
+  return r.first as Record<string, number>;
+}
+
+interface Proxy {
+  name: string;
+  pid?: number;
+  target: string;
+  stop(): void;
+  /** A fresh instance of the same proxy, for the open-connections memory measurement. */
+  fresh?: () => Promise<Proxy>;
+}
+
+async function xsidecar(name: string, filter: object, clusters: object[]): Promise<Proxy> {
+  const cfg = {
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
+    static_resources: { listeners: [{ name: 'bench', address: { socket_address: { address: '127.0.0.1', port_value: 0 } }, filter_chains: [{ filters: [filter] }] }], clusters },
+  };
+  const file = join(tmpdir(), `xsidecar-bench-${name}.json`);
+  writeFileSync(file, JSON.stringify(cfg));
+  const s = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
+  const listeners = s.first.listeners as { name: string; address: string }[];
+  return { name, pid: s.child.pid, target: listeners[0]!.address, stop: () => s.child.kill('SIGKILL') };
+}
+
+async function xsidecarCase(label: string, name: string, filter: object, clusters: object[]): Promise<Proxy> {
+  const make = async () => ({ ...(await xsidecar(name, filter, clusters)), name: label });
+  return { ...(await make()), fresh: make };
+}
+
+const staticCluster = (name: string, ports: number[]) => ({
+  name,
+  type: 'STATIC',
+  connect_timeout: '1s',
+  lb_policy: 'ROUND_ROBIN',
+  load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: ports.map((p) => ({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: p } } } })) }] },
+});
+
+function haproxyAvailable(): string | undefined {
+  if (spawnSync('haproxy', ['-v']).status === 0) return undefined;
+  if (process.getuid?.() === 0) {
+    console.error('installing haproxy (Debian package) for the native baseline…');
+    spawnSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy'], { stdio: 'inherit' });
+    if (spawnSync('haproxy', ['-v']).status === 0) return undefined;
+  }
+  return 'haproxy is not installed and could not be installed (needs root and the Debian registry): HAProxy case skipped';
+}
+
+async function haproxy(backend: number): Promise<Proxy> {
+  const port = 20000 + (process.pid % 20000);
+  const cfg = join(tmpdir(), `xsidecar-bench-haproxy.cfg`);
+  // One thread, like the Node sidecar's one event loop: CPU per request compares like with like.
+  writeFileSync(cfg, `global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\nfrontend f\n  bind 127.0.0.1:${port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:${backend}\n`);
+  const child = spawn('haproxy', ['-f', cfg, '-db'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await new Promise((r) => setTimeout(r, 500));
+  if (child.exitCode !== null) throw new Error(`haproxy exited ${child.exitCode}`);
+  return { name: 'HAProxy TCP', pid: child.pid, target: `127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+interface Row {
+  case: string;
+  load: string;
+  rps: number;
+  p50?: number;
+  p99?: number;
+  p999?: number;
+  cpuUsPerReq?: number;
+  peakRssMb?: number;
+}
+
+async function measure(p: Proxy, load: string, args: string[]): Promise<Row> {
+  await loadgen(p.target, [...args.filter((a, i) => args[i - 1] !== '--seconds' && a !== '--seconds'), '--seconds', '1']); // warm up the JIT and pools
+  const before = p.pid ? cpuTicks(p.pid) : 0;
+  const r = await loadgen(p.target, args);
+  const after = p.pid ? cpuTicks(p.pid) : 0;
+  return {
+    case: p.name,
+    load,
+    rps: r.rps!,
+    p50: r.p50,
+    p99: r.p99,
+    p999: r.p999,
+    cpuUsPerReq: p.pid ? Number(((((after - before) / CLK_TCK) * 1e6) / r.requests!).toFixed(2)) : undefined,
+    peakRssMb: p.pid ? Number(status(p.pid, 'VmHWM').toFixed(1)) : undefined,
+  };
+}
+
+function chart(rows: Row[]): string {
+  const bars = rows.filter((r) => r.cpuUsPerReq !== undefined && r.load !== `${RATE} rps, 8 conns`);
+  const max = Math.max(...bars.map((r) => r.cpuUsPerReq!), 1);
+  const h = 28;
+  const body = bars
+    .map((r, i) => {
+      const w = (r.cpuUsPerReq! / max) * 420;
+      const y = 40 + i * h;
+      return `<text x="10" y="${y + 16}" font-size="12">${r.case} — ${r.load}</text><rect x="300" y="${y + 4}" width="${w.toFixed(1)}" height="18" fill="${r.case.startsWith('HAProxy') ? '#888' : '#2a7ab0'}"/><text x="${(306 + w).toFixed(1)}" y="${y + 18}" font-size="12">${r.cpuUsPerReq} µs</text>`;
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="820" height="${60 + bars.length * h}" font-family="sans-serif">\n<text x="10" y="22" font-size="15">Proxy CPU time per request (lower is better)</text>\n${body}\n</svg>\n`;
+}
+
+const fmt = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : String(v));
+
+async function main(): Promise<void> {
+  const responder = await start(process.execPath, [join(dist, 'bench/responder.js'), '0', '0'], (o) => o.ready === true);
+  const [r1, r2] = responder.first.ports as number[];
+  const skipHaproxy = haproxyAvailable();
+  if (skipHaproxy) console.error(skipHaproxy);
+  const proxies: (() => Promise<Proxy>)[] = [
+    async () => ({ name: 'direct', target: `127.0.0.1:${r1}`, stop: () => undefined }),
+    () => xsidecarCase('xsidecar L4', 'l4', { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'l4', cluster: 'one' } }, [staticCluster('one', [r1!])]),
+    () =>
+      xsidecarCase(
+        'xsidecar Bolt',
+        'bolt',
+        {
+          name: 'xsidecar.filters.network.xprotocol',
+          typed_config: {
+            '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy',
+            stat_prefix: 'bolt',
+            protocol: 'bolt',
+            route_config: { virtual_hosts: [{ name: 'svc', domains: ['*'], routes: [{ match: { prefix: '/', headers: [{ name: 'service', string_match: { prefix: 'com.nodejs.test.' } }] }, route: { cluster: 'two' } }] }] },
+          },
+        },
+        [staticCluster('two', [r1!, r2!])],
+      ),
+    ...(skipHaproxy ? [] : [() => haproxy(r1!)]),
+  ];
+  const loads: [string, string[]][] = [
+    ['64 conns × 1 in flight', ['--conns', '64', '--inflight', '1', '--seconds', String(SECONDS)]],
+    ['8 conns × 16 in flight', ['--conns', '8', '--inflight', '16', '--seconds', String(SECONDS)]],
+    [`${RATE} rps, 8 conns`, ['--conns', '8', '--rate', String(RATE), '--seconds', String(SECONDS)]],
+  ];
+  const rows: Row[] = [];
+  const idle: string[] = [];
+  for (const make of proxies) {
+    const p = await make();
+    for (const [name, args] of loads) {
+      const row = await measure(p, name, args);
+      rows.push(row);
+      console.error(`${row.case.padEnd(14)} ${row.load.padEnd(24)} ${String(row.rps).padStart(7)} rps  p99 ${fmt(row.p99)} ms  cpu ${fmt(row.cpuUsPerReq)} µs/req`);
+    }
+    const afterLoad = p.pid ? status(p.pid, 'VmRSS') : 0;
+    p.stop();
+    if (p.fresh) {
+      // Memory per open connection, measured on a process that has not been through the load runs.
+      const f = await p.fresh();
+      const baseline = status(f.pid!, 'VmRSS');
+      const held = await start(process.execPath, [join(dist, 'bench/loadgen.js'), f.target, '--conns', '1000', '--hold', '3'], (o) => 'held' in o);
+      idle.push(`| ${p.name} | ${baseline.toFixed(1)} MB | ${status(f.pid!, 'VmRSS').toFixed(1)} MB | ${afterLoad.toFixed(1)} MB |`);
+      held.child.kill();
+      f.stop();
+    }
+  }
+  responder.child.kill();
+  const direct = rows.find((r) => r.case === 'direct' && r.load.includes('rps'))?.p99;
+  const table = [
+    `# xsidecar benchmark (${new Date().toISOString()}, ${SECONDS} s per run, node ${process.version})`,
+    '',
+    '| case | load | requests/s | p50 ms | p99 ms | p999 ms | proxy CPU µs/request | proxy peak RSS MB |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.case} | ${r.load} | ${r.rps} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.cpuUsPerReq)} | ${fmt(r.peakRssMb)} |`),
+    '',
+    `Added p99 at ${RATE} rps vs direct: ${rows.filter((r) => r.load.includes('rps') && r.case !== 'direct').map((r) => `${r.case} ${direct !== undefined && r.p99 !== undefined ? (r.p99 - direct).toFixed(3) : '—'} ms`).join(', ')}`,
+    '',
+    '| case | RSS at start | RSS with 1,000 open downstream connections (fresh process) | RSS after the load runs |',
+    '|---|---:|---:|---:|',
+    ...idle,
+    ...(skipHaproxy ? ['', skipHaproxy] : []),
+    '',
+  ].join('\n');
+  mkdirSync(results, { recursive: true });
+  writeFileSync(join(results, 'report.md'), table);
+  writeFileSync(join(results, 'chart.svg'), chart(rows));
+  process.stdout.write(`${table}\nwritten: bench/results/report.md, bench/results/chart.svg\n`);
+}
+
+await main();

@@ -1,0 +1,229 @@
+/**
+ * The part of the xDS client that does not care about the wire: decodes what a response carries,
+ * accepts or rejects it, says which EDS/RDS names are needed, and publishes a new Snapshot whenever the
+ * config in force changes — one at a time, in order, the first only once the config is complete. The
+ * state-of-the-world and delta stream clients both drive it.
+ */
+import type { Logger } from '../observe/log.js';
+import { unpackAny } from './any.js';
+import type { Cluster, Listener } from '../config/model.js';
+import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
+import type { XdsProtos } from './protos.js';
+import { decodeResources, type IncomingResource, type Resource, type Statics } from './resources.js';
+import { type BuildResult, type Published, SnapshotBuilder, type WarmingPolicy } from './snapshot-builder.js';
+import { type ConfigKind, KIND_API, type ResourceKind, TYPE_URL } from './type-urls.js';
+
+export interface NameInfo {
+  readonly ips: readonly string[];
+  readonly registry?: string;
+  readonly shortname?: string;
+  readonly namespace?: string;
+}
+
+/** istio.networking.nds.v1.NameTable: hostname -> addresses, for the DNS proxy. */
+export interface NameTable {
+  readonly table: Readonly<Record<string, NameInfo>>;
+}
+
+export interface XdsStatus {
+  /** The first complete config has been applied. */
+  readonly ready: boolean;
+  readonly versions: Readonly<Partial<Record<ConfigKind, string>>>;
+  readonly rejected: Readonly<Record<ConfigKind, readonly Rejection[]>>;
+  readonly warming: { readonly clusters: readonly Resource[]; readonly listeners: readonly Resource[] };
+}
+
+export interface EngineOptions {
+  readonly protos: XdsProtos;
+  readonly statics: Statics;
+  readonly warming: WarmingPolicy;
+  /** initial_fetch_timeout of CDS and LDS in ms: after it, the type counts as answered. 0: wait for ever. */
+  readonly fetchTimeoutMs: { readonly cluster: number; readonly listener: number };
+  /** Applies a Snapshot; called serially, never twice at once. */
+  readonly publish: (p: Published) => Promise<void>;
+  readonly onNameTable?: (t: NameTable) => void;
+  /** A warming timeout changed what is live, so the EDS/RDS names wanted may have changed. */
+  readonly onWantedNamesChanged?: () => void;
+  readonly log: Logger;
+}
+
+export interface ResponseInput {
+  readonly items: readonly IncomingResource[];
+  readonly version: string;
+  readonly replaceAll: boolean;
+  readonly removed?: readonly string[];
+}
+
+export class XdsEngine {
+  private readonly state: ConfigState;
+  private readonly builder: SnapshotBuilder;
+  private lastBuild: BuildResult | undefined;
+  private published: Published | undefined;
+  private everPublished = false;
+  private applied = false;
+  private firstResponseAt: number | undefined;
+  private pending: Published | undefined;
+  private applying = false;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private readonly fetchTimers = new Map<ConfigKind, NodeJS.Timeout>();
+  private stopped = false;
+  nameTable: NameTable | undefined;
+
+  constructor(private readonly opts: EngineOptions) {
+    this.state = new ConfigState(opts.statics);
+    this.builder = new SnapshotBuilder(opts.warming);
+  }
+
+  /** The first response of any type starts the "first response to ready" clock. */
+  noteResponse(): void {
+    this.firstResponseAt ??= performance.now();
+  }
+
+  /** A CDS or LDS subscription started: its initial_fetch_timeout runs from now. */
+  subscribed(kind: ResourceKind): void {
+    if (kind !== 'cluster' && kind !== 'listener') return;
+    const ms = this.opts.fetchTimeoutMs[kind];
+    if (ms <= 0 || this.fetchTimers.has(kind) || this.state.isInitialized(kind)) return;
+    this.fetchTimers.set(
+      kind,
+      setTimeout(() => {
+        if (this.state.isInitialized(kind)) return;
+        this.opts.log.warn({ type: KIND_API[kind], timeoutMs: ms }, 'xds: initial fetch timed out, going on without it');
+        this.state.markInitialized(kind);
+        this.rebuild();
+      }, ms).unref(),
+    );
+  }
+
+  /** Accepts or rejects one response; returns the NACK message when rejected. */
+  handle(kind: ResourceKind, input: ResponseInput): string | undefined {
+    if (kind === 'nametable') return this.handleNameTable(input);
+    const now = new Date().toISOString();
+    const before = this.state.active[kind];
+    const decoded = decodeResources(this.opts.protos, kind, input.items, before, input.version, now);
+    const nack = this.state.update(kind, { ...decoded, removed: input.removed, replaceAll: input.replaceAll }, input.version, now);
+    if (kind === 'cluster' || kind === 'listener') this.state.markInitialized(kind);
+    const api = KIND_API[kind];
+    if (nack) {
+      this.opts.log.warn({ type: api, version: input.version, rejected: decoded.failures.length || 1, error: nack }, 'xds: update rejected, previous config stays');
+      if (!this.everPublished) this.rebuild(); // a rejected first response still completes the initial fetch
+      return nack;
+    }
+    if (kind === 'cluster') this.state.retain('endpoint', this.wantedNames('endpoint'));
+    if (kind === 'listener') this.state.retain('route', this.wantedNames('route'));
+    const fresh = decoded.resources.filter((r) => before.get(r.name) !== r);
+    const warnings = fresh.flatMap((r) => r.warnings.map((w) => `${r.name}: ${w}`));
+    this.opts.log.info(
+      { type: api, version: input.version, resources: this.state.active[kind].size, changed: fresh.length, removed: input.removed?.length, warnings: warnings.length, sample: warnings.slice(0, 3) },
+      'xds: update accepted',
+    );
+    if (warnings.length > 0) this.opts.log.debug({ type: api, warnings }, 'xds: warnings');
+    this.rebuild();
+    return undefined;
+  }
+
+  private handleNameTable(input: ResponseInput): string | undefined {
+    const table: Record<string, NameInfo> = {};
+    try {
+      for (const item of input.items) {
+        const plain = unpackAny(this.opts.protos, item.any, TYPE_URL.nametable).plain as { table?: Record<string, NameInfo> };
+        Object.assign(table, plain.table ?? {});
+      }
+    } catch (e) {
+      return `NameTable: ${(e as Error).message}`;
+    }
+    this.nameTable = { table };
+    this.opts.log.info({ type: 'NDS', version: input.version, hosts: Object.keys(table).length }, 'xds: name table received');
+    try {
+      this.opts.onNameTable?.(this.nameTable);
+    } catch (e) {
+      this.opts.log.error({ err: (e as Error).message }, 'xds: name table listener failed');
+    }
+    return undefined;
+  }
+
+  /**
+   * EDS and RDS names needed: those of the accepted config, plus those of the live one — a cluster or
+   * listener whose new version is warming still serves with its old version, which needs its endpoints
+   * and routes until it is replaced.
+   */
+  wantedNames(kind: 'endpoint' | 'route'): Set<string> {
+    const names = kind === 'endpoint' ? this.state.edsNames() : this.state.rdsNames();
+    const live = this.lastBuild?.published.resources;
+    if (kind === 'endpoint') {
+      for (const r of live?.cluster.values() ?? []) if ((r.config as Cluster).type === 'EDS') names.add(edsNameOf(r.config as Cluster));
+    } else {
+      for (const r of live?.listener.values() ?? []) for (const n of routeNamesOf(r.config as Listener)) names.add(n);
+    }
+    return names;
+  }
+
+  /** Accepted resources and their own versions (delta's initial_resource_versions). */
+  resourceVersions(kind: ConfigKind): Map<string, string> {
+    return new Map([...this.state.active[kind].values()].map((r) => [r.name, r.version]));
+  }
+
+  private rebuild(): void {
+    if (this.stopped) return;
+    const result = this.builder.build(this.state, this.published, Date.now());
+    this.lastBuild = result;
+    clearTimeout(this.deadlineTimer);
+    if (result.nextDeadline !== undefined) {
+      this.deadlineTimer = setTimeout(() => {
+        this.rebuild();
+        this.opts.onWantedNamesChanged?.();
+      }, Math.max(0, result.nextDeadline - Date.now()) + 1).unref();
+    }
+    // Before the first complete config nothing is published: the static config keeps serving and /ready says 503.
+    if (!this.everPublished && !result.complete) return;
+    this.everPublished = true;
+    this.published = result.published;
+    this.pending = result.published;
+    if (!this.applying) void this.applyPending();
+  }
+
+  private async applyPending(): Promise<void> {
+    this.applying = true;
+    while (this.pending && !this.stopped) {
+      const p = this.pending;
+      this.pending = undefined;
+      try {
+        await this.opts.publish(p);
+      } catch (e) {
+        this.opts.log.error({ err: (e as Error).message }, 'xds: applying a snapshot failed');
+      }
+      if (!this.applied) {
+        this.applied = true;
+        const s = p.snapshot;
+        this.opts.log.info(
+          {
+            sinceFirstResponseMs: this.firstResponseAt === undefined ? undefined : Math.round(performance.now() - this.firstResponseAt),
+            listeners: s.listeners.size,
+            clusters: s.clusters.size,
+            endpoints: s.endpoints.size,
+            routes: s.routes.size,
+            versions: p.versions,
+          },
+          'xds: first complete config applied',
+        );
+      }
+    }
+    this.applying = false;
+  }
+
+  status(): XdsStatus {
+    const rejected = Object.fromEntries(Object.entries(this.state.rejected).map(([k, m]) => [k, [...m.values()]])) as Record<ConfigKind, Rejection[]>;
+    return {
+      ready: this.applied,
+      versions: { ...this.state.versions },
+      rejected,
+      warming: this.lastBuild?.warming ?? { clusters: [], listeners: [] },
+    };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.deadlineTimer);
+    for (const t of this.fetchTimers.values()) clearTimeout(t);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The protobuf schema xDS needs, loaded at start-up from the .proto files @grpc/grpc-js-xds ships (Envoy
+ * API, xds, googleapis, protoc-gen-validate) plus our own proto/ (the x-protocol filter, Istio's
+ * NameTable). Only the resource types and the few filter configs we act on are loaded: every other Any
+ * (istio.stats, metadata exchange, Lua, TypedStruct…) stays opaque bytes, which keeps start-up cheap and
+ * means a filter we do not implement can never break decoding.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+import { installProto3JsonReaders } from './proto-json.js';
+import { messageNameOf } from './type-urls.js';
+
+const require = createRequire(import.meta.url);
+
+/** Resources, the ADS service messages, and the typed configs the config decoders read. */
+export const CLIENT_PROTOS: readonly string[] = [
+  'envoy/service/discovery/v3/ads.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'xsidecar/xprotocol/v1/xprotocol.proto',
+  'istio/networking/nds/v1/nds.proto',
+];
+
+function includeDirs(): string[] {
+  const deps = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
+  const ours = fileURLToPath(new URL('../../../proto/', import.meta.url)); // dist/src/xds -> repository root
+  const wkt = dirname(require.resolve('protobufjs/package.json')); // google/protobuf/*.proto
+  return [ours, join(deps, 'envoy-api'), join(deps, 'xds'), join(deps, 'googleapis'), join(deps, 'protoc-gen-validate'), wkt];
+}
+
+export interface XdsProtos {
+  readonly root: protobuf.Root;
+  readonly DiscoveryRequest: protobuf.Type;
+  readonly DiscoveryResponse: protobuf.Type;
+  readonly DeltaDiscoveryRequest: protobuf.Type;
+  readonly DeltaDiscoveryResponse: protobuf.Type;
+  readonly Node: protobuf.Type;
+  /** The message type of a type URL, or undefined when it was not loaded. */
+  typeOf(typeUrl: string): protobuf.Type | undefined;
+  /** Wall-clock milliseconds spent parsing the .proto files. */
+  readonly loadMs: number;
+}
+
+const loaded = new Map<string, XdsProtos>();
+
+/** Loads (once per file set) and returns the schema; `extra` adds .proto files (the test server wants more). */
+export function loadXdsProtos(extra: readonly string[] = []): XdsProtos {
+  const files = [...CLIENT_PROTOS, ...extra];
+  const key = files.join('\n');
+  const cached = loaded.get(key);
+  if (cached) return cached;
+  const started = performance.now();
+  const dirs = includeDirs();
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => {
+    for (const d of dirs) {
+      const p = join(d, target);
+      if (existsSync(p)) return p;
+    }
+    return target;
+  };
+  root.loadSync(files, { keepCase: true });
+  root.resolveAll();
+  installProto3JsonReaders(root);
+  const type = (name: string) => root.lookupType(name);
+  const byUrl = new Map<string, protobuf.Type | undefined>();
+  const protos: XdsProtos = {
+    root,
+    DiscoveryRequest: type('envoy.service.discovery.v3.DiscoveryRequest'),
+    DiscoveryResponse: type('envoy.service.discovery.v3.DiscoveryResponse'),
+    DeltaDiscoveryRequest: type('envoy.service.discovery.v3.DeltaDiscoveryRequest'),
+    DeltaDiscoveryResponse: type('envoy.service.discovery.v3.DeltaDiscoveryResponse'),
+    Node: type('envoy.config.core.v3.Node'),
+    typeOf(typeUrl) {
+      if (!byUrl.has(typeUrl)) {
+        const t = root.lookup(messageNameOf(typeUrl));
+        byUrl.set(typeUrl, t instanceof protobuf.Type ? t : undefined);
+      }
+      return byUrl.get(typeUrl);
+    },
+    loadMs: performance.now() - started,
+  };
+  loaded.set(key, protos);
+  return protos;
+}
+
+export const ADS_SERVICE = '/envoy.service.discovery.v3.AggregatedDiscoveryService';
+export const SOTW_METHOD = `${ADS_SERVICE}/StreamAggregatedResources`;
+export const DELTA_METHOD = `${ADS_SERVICE}/DeltaAggregatedResources`;

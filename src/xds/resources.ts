@@ -1,0 +1,127 @@
+/**
+ * From the Any-wrapped resources of one response to decoded config, with an error per bad resource
+ * that names it and the field at fault. A resource whose bytes did not change since the last accepted
+ * version is reused as it was (istiod's full pushes resend everything; Envoy does the same).
+ */
+import { decodeCluster, decodeLoadAssignment } from '../config/cluster.js';
+import { decodeListener } from '../config/listener.js';
+import type { Cluster, Listener } from '../config/model.js';
+import { ConfigError, newContext } from '../config/reader.js';
+import { decodeRouteConfiguration } from '../config/route.js';
+import { type AnyMessage, decodeMessage, digestOf, nameOf, toPlain, UnpackError } from './any.js';
+import type { XdsProtos } from './protos.js';
+import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
+
+export interface Resource<T = unknown> {
+  readonly name: string;
+  readonly digest: string;
+  /** Proto3 JSON, snake_case, for /config_dump. */
+  readonly raw: Record<string, unknown>;
+  /** The decoded model object (Listener, Cluster, ClusterLoadAssignment, RouteConfiguration). */
+  readonly config: T;
+  readonly warnings: readonly string[];
+  /** version_info of the response (SotW) or the resource's own version (delta) that last changed it. */
+  readonly version: string;
+  readonly lastUpdated: string;
+}
+
+export interface ResourceFailure {
+  readonly name: string;
+  readonly raw?: unknown;
+  readonly message: string;
+}
+
+export interface IncomingResource {
+  readonly any: AnyMessage;
+  /** Delta only: the name and version the server gave the resource. */
+  readonly name?: string;
+  readonly version?: string;
+}
+
+const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnType<typeof newContext>) => unknown> = {
+  cluster: (p, ctx) => decodeCluster(p, '', ctx),
+  endpoint: (p, ctx) => decodeLoadAssignment(p, '', ctx),
+  listener: (p, ctx) => decodeListener(p, '', ctx),
+  route: (p, ctx) => decodeRouteConfiguration(p, '', ctx),
+};
+
+/** `Listener "virtualInbound": filter_chains[2].filters: no terminal network filter …` */
+export function failureMessage(kind: ConfigKind, name: string, e: unknown): string {
+  const label = `${KIND_LABEL[kind]} "${name}"`;
+  if (e instanceof ConfigError) return e.path ? `${label}: ${e.path}: ${e.detail}` : `${label}: ${e.detail}`;
+  return `${label}: ${(e as Error).message}`;
+}
+
+export function decodeResources(
+  protos: XdsProtos,
+  kind: ConfigKind,
+  items: readonly IncomingResource[],
+  previous: ReadonlyMap<string, Resource>,
+  version: string,
+  now: string,
+): { resources: Resource[]; failures: ResourceFailure[] } {
+  const resources: Resource[] = [];
+  const failures: ResourceFailure[] = [];
+  const seen = new Set<string>();
+  const typeUrl = TYPE_URL[kind];
+  items.forEach((item, i) => {
+    let name = item.name ?? `#${i}`;
+    let raw: Record<string, unknown> | undefined;
+    try {
+      const message = decodeMessage(protos, item.any, typeUrl);
+      const inner = nameOf(message);
+      if (!inner) throw new ConfigError(kind === 'endpoint' ? 'cluster_name' : 'name', 'is required');
+      if (item.name !== undefined && item.name !== inner) throw new UnpackError(`delta resource name "${item.name}" differs from the resource's own "${inner}"`);
+      name = inner;
+      if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
+      seen.add(name);
+      const digest = digestOf(item.any.value);
+      const prev = previous.get(name);
+      if (prev && prev.digest === digest) {
+        resources.push(prev);
+        return;
+      }
+      raw = toPlain(protos, typeUrl, message);
+      const ctx = newContext();
+      const config = DECODERS[kind](raw, ctx);
+      resources.push({ name, digest, raw, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now });
+    } catch (e) {
+      if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
+      failures.push({ name, raw, message: failureMessage(kind, name, e) });
+    }
+  });
+  return { resources, failures };
+}
+
+export interface Statics {
+  readonly listeners: readonly Listener[];
+  readonly clusters: readonly Cluster[];
+}
+
+/** Checks that need the whole set: names shared with static resources, two listeners on one address. */
+export function crossCheck(kind: ConfigKind, merged: ReadonlyMap<string, Resource>, statics: Statics): ResourceFailure[] {
+  const failures: ResourceFailure[] = [];
+  if (kind === 'cluster') {
+    for (const c of statics.clusters) {
+      const r = merged.get(c.name);
+      if (r) failures.push({ name: r.name, raw: r.raw, message: `${KIND_LABEL.cluster} "${r.name}": name: a static cluster has this name` });
+    }
+  }
+  if (kind === 'listener') {
+    const bound = new Map<string, string>();
+    for (const l of statics.listeners) if (l.bindToPort) bound.set(`${l.address.address}:${l.address.port}`, `static listener "${l.name}"`);
+    for (const l of statics.listeners) {
+      const r = merged.get(l.name);
+      if (r) failures.push({ name: r.name, raw: r.raw, message: `${KIND_LABEL.listener} "${r.name}": name: a static listener has this name` });
+    }
+    for (const r of merged.values()) {
+      const l = r.config as Listener;
+      if (!l.bindToPort) continue;
+      const key = `${l.address.address}:${l.address.port}`;
+      const other = bound.get(key);
+      if (other) failures.push({ name: r.name, raw: r.raw, message: `${KIND_LABEL.listener} "${r.name}": address: ${key} is already used by ${other}` });
+      else bound.set(key, `listener "${r.name}"`);
+    }
+  }
+  return failures;
+}
