@@ -155,3 +155,38 @@ t.test('transparent L4 sidecar in network namespaces', { skip: gate.skip }, asyn
     t.equal(await sidecar.exited, 0, 'exit code 0 after the drain');
   });
 });
+
+t.test('TPROXY inbound capture: the original destination is the accepted socket\'s local address', { skip: gate.skip }, async (t) => {
+  if (gate.problem) return t.fail(`XSIDECAR_REQUIRE_NETNS=1 but ${gate.problem}`);
+  const topo = createTopology(`tp${process.pid % 100000}`);
+  const procs: Proc[] = [];
+  t.teardown(() => {
+    procs.forEach((p) => p.kill('SIGKILL'));
+    topo.destroy();
+  });
+  const app = spawnNode(topo.app, peer('echo-server'), ['app', '0.0.0.0', '9090']);
+  procs.push(app);
+  await app.waitJson<{ ready?: boolean }>((o) => o.ready === true);
+  iptablesCli(topo.app, '-m', 'TPROXY');
+  const cfg = {
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: 15000 } } },
+    static_resources: {
+      listeners: [
+        {
+          name: 'virtualInbound',
+          address: { socket_address: { address: '0.0.0.0', port_value: 15006 } },
+          transparent: true,
+          listener_filters: [{ name: 'envoy.filters.listener.original_dst' }],
+          filter_chains: [{ filters: [tcp('InboundPassthroughClusterIpv4')] }],
+        },
+      ],
+      clusters: [{ name: 'InboundPassthroughClusterIpv4', type: 'ORIGINAL_DST', connect_timeout: '1s', lb_policy: 'CLUSTER_PROVIDED', upstream_bind_config: { source_address: { address: '127.0.0.6', port_value: 0 } } }],
+    },
+  };
+  // IP_TRANSPARENT needs CAP_NET_ADMIN, which Istio grants the proxy in TPROXY mode.
+  procs.push(await startSidecar(topo.app, ['-c', writeTemp('tproxy.json', cfg)], { caps: ['net_admin'] }));
+  const r = await runPeer<ClientResult>(topo.server, 'tcp-client', topo.podIp, '9090', 'tproxied');
+  t.ok(r.ok, r.error ?? 'completed');
+  t.match(r.received, new RegExp(`^tproxied\\napp\\|127\\.0\\.0\\.6:\\d+\\|${topo.podIp.replace(/\./g, '\\.')}:9090$`), 'delivered to the app from 127.0.0.6, on the port it was sent to');
+  t.equal(await metric(topo.app, 'xsidecar_downstream_cx_total', 'listener="virtualInbound"'), 1, 'through the transparent listener');
+});
