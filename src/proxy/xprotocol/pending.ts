@@ -2,11 +2,12 @@ import type { ErrorKind, Frame, RequestId } from '../../../protocols/codec.js';
 import type { RetryPolicy } from '../../config/model.js';
 import type { ClusterState } from '../../upstream/cluster-manager.js';
 import type { Host } from '../../upstream/host.js';
+import type { Throttle } from './batch.js';
 import type { HasDeadline } from './deadlines.js';
 import type { RpcStats } from './stats.js';
 
-/** The downstream side of a request, told how it ended. */
-export interface PendingOwner {
+/** The downstream side of a request, told how it ended; it stops reading while its upstream is congested. */
+export interface PendingOwner extends Throttle {
   complete(p: Pending, response: Frame): void;
   /** `sent`: the request reached the upstream socket, so the upstream may have acted on it. */
   fail(p: Pending, kind: ErrorKind, message: string, sent: boolean): void;

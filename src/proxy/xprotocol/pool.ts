@@ -5,6 +5,7 @@ import { log } from '../../observe/log.js';
 import { metrics, rpcMetrics } from '../../observe/metrics.js';
 import { connectUpstream } from '../../upstream/connect.js';
 import type { Host } from '../../upstream/host.js';
+import type { Throttle } from './batch.js';
 import { batch } from './engine-state.js';
 import type { Pending } from './pending.js';
 import { rpcStats } from './stats.js';
@@ -46,10 +47,6 @@ class UpstreamConnection {
     return this.pending.size + (this.queue?.length ?? 0);
   }
 
-  get socketForDrain(): Socket {
-    return this.socket;
-  }
-
   private onConnected(): void {
     const s = this.socket;
     s.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -73,24 +70,20 @@ class UpstreamConnection {
     }
   }
 
-  /** Returns false when the socket's buffer is full: the caller should stop reading for a while. */
-  send(p: Pending): boolean {
+  send(p: Pending): void {
     this.lastActive = Date.now();
     p.conn = this;
-    if (this.queue) {
-      this.queue.push(p);
-      return true;
-    }
-    return this.write(p);
+    if (this.queue) this.queue.push(p);
+    else this.write(p);
   }
 
-  sendOneway(frame: Frame): boolean {
+  sendOneway(frame: Frame, writer: Throttle): void {
     this.lastActive = Date.now();
-    if (this.queue) return true; // dropped before connect: oneway promises nothing, and nobody waits
-    return batch.write(this.socket, frame.raw);
+    if (this.queue) return; // dropped before connect: oneway promises nothing, and nobody waits
+    batch.write(this.socket, frame.raw, writer);
   }
 
-  private write(p: Pending): boolean {
+  private write(p: Pending): void {
     let id = this.nextId;
     do id = (id + 1) >>> 0 || 1; // 32-bit wrap; 0 is skipped, ids still in flight are skipped
     while (this.pending.has(id) || id === this.keepaliveId);
@@ -98,7 +91,7 @@ class UpstreamConnection {
     p.upstreamId = id;
     this.pool.codec.setRequestId(p.frame.raw, id);
     this.pending.set(id, p);
-    return batch.write(this.socket, p.frame.raw);
+    batch.write(this.socket, p.frame.raw, p.owner);
   }
 
   /** The request was answered some other way (timeout): a late response is then dropped. */
@@ -221,15 +214,12 @@ export class MultiplexPool {
     return best;
   }
 
-  /** Sends a request; returns the socket to wait on when its buffer is full, else undefined. */
-  send(p: Pending): Socket | undefined {
-    const c = this.pick();
-    return c.send(p) ? undefined : c.socketForDrain;
+  send(p: Pending): void {
+    this.pick().send(p);
   }
 
-  sendOneway(frame: Frame): Socket | undefined {
-    const c = this.pick();
-    return c.sendOneway(frame) ? undefined : c.socketForDrain;
+  sendOneway(frame: Frame, writer: Throttle): void {
+    this.pick().sendOneway(frame, writer);
   }
 
   remove(c: UpstreamConnection): void {

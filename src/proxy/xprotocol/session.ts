@@ -46,7 +46,7 @@ export class Session implements PendingOwner {
   private closed = false;
   private closing = false;
   private inFlight = 0;
-  private waitingOn = 0;
+  private readonly waitingOn = new Set<Socket>();
   private readonly dstKeys: readonly string[];
 
   constructor(
@@ -116,7 +116,7 @@ export class Session implements PendingOwner {
     }
     if (frame.kind === 'oneway') {
       stats.oneway++;
-      this.waitFor(poolFor(host, codec, target.cluster.cluster).sendOneway(frame));
+      poolFor(host, codec, target.cluster.cluster).sendOneway(frame, this);
       return;
     }
     stats.requests++;
@@ -125,7 +125,7 @@ export class Session implements PendingOwner {
     deadlines.add(p);
     this.inFlight++;
     host.active++;
-    this.waitFor(poolFor(host, codec, target.cluster.cluster).send(p));
+    poolFor(host, codec, target.cluster.cluster).send(p);
   }
 
   /** The cluster and limits for a request, or why there is none. */
@@ -164,7 +164,7 @@ export class Session implements PendingOwner {
         p.host.active--;
         p.host = next;
         next.active++;
-        this.waitFor(poolFor(next, this.opts.codec, p.cluster.cluster).send(p));
+        poolFor(next, this.opts.codec, p.cluster.cluster).send(p);
         return;
       }
     }
@@ -201,16 +201,22 @@ export class Session implements PendingOwner {
   }
 
   private write(data: Buffer): void {
-    if (!batch.write(this.ctx.socket, data)) this.waitFor(this.ctx.socket);
+    batch.write(this.ctx.socket, data, this);
   }
 
   /** Backpressure: stop reading this caller until `socket` (ours or an upstream's) drains. */
-  private waitFor(socket: Socket | undefined): void {
-    if (!socket) return;
-    if (this.waitingOn++ === 0) this.ctx.socket.pause();
-    socket.once('drain', () => {
-      if (--this.waitingOn === 0 && !this.closing) this.ctx.socket.resume();
-    });
+  pauseFor(socket: Socket): void {
+    if (this.waitingOn.has(socket)) return;
+    this.waitingOn.add(socket);
+    this.ctx.socket.pause();
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      this.waitingOn.delete(socket);
+      if (this.waitingOn.size === 0 && !this.closing && !this.closed) this.ctx.socket.resume();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
   }
 
   private endIfIdle(): void {
