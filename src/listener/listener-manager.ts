@@ -41,17 +41,21 @@ export class ListenerManager {
   async apply(snapshot: Snapshot): Promise<Error[]> {
     const errors: Error[] = [];
     const wanted = [...snapshot.listeners.values()].filter((l) => l.bindToPort);
+    // Connections belong to the listener that handled them (a hand-off target included), so every
+    // removed or changed listener drains, bound or not.
+    for (const old of this.snapshot?.listeners.values() ?? []) {
+      const next = snapshot.listeners.get(old.name);
+      if (!next || !sameConfig(old, next)) this.drain(old.name, next);
+    }
     for (const [name, b] of this.bound) {
       const next = snapshot.listeners.get(name);
       if (next && next.bindToPort && next.address.address === b.listener.address.address && next.address.port === b.listener.address.port) continue;
       b.server.close();
       this.bound.delete(name);
-      this.drain(b.listener);
     }
     for (const l of wanted) {
       const b = this.bound.get(l.name);
       if (b) {
-        if (!sameConfig(b.listener, l)) this.drain(b.listener);
         b.listener = l;
         continue;
       }
@@ -124,11 +128,14 @@ export class ListenerManager {
     });
   }
 
-  /** Connections that started on `listener`'s config get drainTimeoutMs to finish, then are closed. */
-  private drain(listener: Listener): void {
-    const victims = [...this.conns].filter(([, l]) => l === listener || l.name === listener.name).map(([s]) => s);
+  /**
+   * Connections that started on an older config of listener `name` (not on `current`) get drainTimeoutMs
+   * to finish, then are closed.
+   */
+  private drain(name: string, current: Listener | undefined): void {
+    const victims = [...this.conns].filter(([, l]) => l.name === name && l !== current).map(([s]) => s);
     if (victims.length === 0) return;
-    log.info({ listener: listener.name, connections: victims.length, drainMs: this.drainTimeoutMs }, 'draining connections of a removed or changed listener');
+    log.info({ listener: name, connections: victims.length, drainMs: this.drainTimeoutMs }, 'draining connections of a removed or changed listener');
     setTimeout(() => victims.forEach((s) => s.destroy()), this.drainTimeoutMs).unref();
   }
 

@@ -36,6 +36,8 @@ export class Sidecar implements AdminView {
   /** The xDS config in force (with what /config_dump says about it); undefined until the first one. */
   private published: Published | undefined;
   private readonly nameTableListeners: ((t: NameTable) => void)[] = [];
+  /** From xds/: prints the typed configs decoding kept opaque, as Envoy's dump shows them. */
+  private expandAnys: ((v: unknown) => unknown) | undefined;
 
   constructor(
     private readonly bootstrap: Bootstrap,
@@ -49,7 +51,8 @@ export class Sidecar implements AdminView {
     // Before anything binds: a bad node identity or xDS address is a start-up error, like a bad bootstrap.
     if (usesAds(this.bootstrap, this.opts.xdsAddress)) {
       // Loaded only when needed: gRPC and the protobuf schema cost a static-config sidecar ~100 ms at start.
-      const { createXdsClient } = await import('../xds/client.js');
+      const { createXdsClient, expandOpaqueAnys } = await import('../xds/client.js');
+      this.expandAnys = expandOpaqueAnys;
       this.xds = createXdsClient({
         bootstrap: this.bootstrap,
         address: this.opts.xdsAddress,
@@ -146,7 +149,7 @@ export class Sidecar implements AdminView {
 
   configDump(): object {
     const status = this.xds?.status();
-    return buildConfigDump({
+    const dump = buildConfigDump({
       bootstrap: this.bootstrap.raw,
       snapshot: this.snapshot,
       staticLastUpdated: this.startedAt.toISOString(),
@@ -155,6 +158,7 @@ export class Sidecar implements AdminView {
       rejected: status?.rejected,
       warming: status?.warming,
     });
+    return this.expandAnys ? (this.expandAnys(dump) as object) : dump;
   }
 
   clusters() {

@@ -3,9 +3,9 @@
  * enums and int64 as strings, nested Anys expanded when their type is loaded, kept as base64 otherwise).
  */
 import { createHash } from 'node:crypto';
-import type protobuf from 'protobufjs';
+import protobuf from 'protobufjs';
 import { TO_OBJECT } from './proto-json.js';
-import type { XdsProtos } from './protos.js';
+import { DUMP_PROTOS, loadXdsProtos, type XdsProtos } from './protos.js';
 
 export interface AnyMessage {
   readonly type_url: string;
@@ -55,4 +55,36 @@ export function toPlain(protos: XdsProtos, typeUrl: string, message: protobuf.Me
 export function unpackAny(protos: XdsProtos, any: AnyMessage, expectedTypeUrl = any.type_url): Unpacked {
   const message = decodeMessage(protos, any, expectedTypeUrl);
   return { typeUrl: any.type_url, name: nameOf(message), plain: toPlain(protos, any.type_url, message) };
+}
+
+/**
+ * For /config_dump: expands the Anys decoding left opaque (`{"@type", "value": base64}`, types the client
+ * does not load to stay cheap) using the wider DUMP_PROTOS schema, loaded on first use. Istio's own types
+ * (istio.stats, metadata exchange, …) are in no schema we have and stay as they are.
+ */
+export function expandOpaqueAnys(value: unknown): unknown {
+  const full = loadXdsProtos(DUMP_PROTOS);
+  const client = loadXdsProtos();
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (typeof v !== 'object' || v === null) return v;
+    const o = v as Record<string, unknown>;
+    const url = o['@type'];
+    if (typeof url === 'string' && Object.keys(o).length <= 2 && (o.value === undefined || typeof o.value === 'string')) {
+      // Only what decoding left opaque: a type the client knows was expanded already.
+      const type = client.typeOf(url) ? undefined : full.typeOf(url);
+      if (type) {
+        try {
+          const bytes = typeof o.value === 'string' ? protobuf.util.base64.length(o.value) : 0;
+          const buf = new Uint8Array(bytes);
+          if (typeof o.value === 'string') protobuf.util.base64.decode(o.value, buf, 0);
+          return { '@type': url, ...(walk(type.toObject(type.decode(buf), TO_OBJECT)) as object) };
+        } catch {
+          return o; // a scalar-JSON well-known type, or bytes that do not decode: leave it as it came
+        }
+      }
+    }
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, walk(x)]));
+  };
+  return walk(value);
 }

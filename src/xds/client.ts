@@ -13,6 +13,7 @@ import { buildNodeIdentity, type Env } from './node-identity.js';
 import type { Published } from './snapshot-builder.js';
 import { resolveXdsTarget } from './target.js';
 
+export { expandOpaqueAnys } from './any.js';
 export type { XdsClient, XdsClientStatus } from './ads-stream.js';
 export type { NameTable, NameInfo } from './engine.js';
 export type { Published } from './snapshot-builder.js';

@@ -109,8 +109,10 @@ export class XdsEngine {
       if (!this.everPublished) this.rebuild(); // a rejected first response still completes the initial fetch
       return nack;
     }
-    if (kind === 'cluster') this.state.retain('endpoint', this.wantedNames('endpoint'));
-    if (kind === 'listener') this.state.retain('route', this.wantedNames('route'));
+    // Keep only what the config refers to: a removed cluster's endpoints go, and so does a late answer
+    // for a name that was unsubscribed meanwhile.
+    if (kind === 'cluster' || kind === 'endpoint') this.state.retain('endpoint', this.wantedNames('endpoint'));
+    if (kind === 'listener' || kind === 'route') this.state.retain('route', this.wantedNames('route'));
     const fresh = decoded.resources.filter((r) => before.get(r.name) !== r);
     const warnings = fresh.flatMap((r) => r.warnings.map((w) => `${r.name}: ${w}`));
     this.opts.log.info(

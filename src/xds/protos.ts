@@ -24,9 +24,35 @@ export const CLIENT_PROTOS: readonly string[] = [
   'envoy/config/route/v3/route.proto',
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
-  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
   'xsidecar/xprotocol/v1/xprotocol.proto',
   'istio/networking/nds/v1/nds.proto',
+];
+
+/**
+ * What istiod puts inside Anys (filter, transport socket, access log and protocol option configs). Not
+ * needed to run; loaded on the first /config_dump so it can print them expanded as Envoy does (and as
+ * istioctl expects), and by the test ADS server to send the Istio fixtures with their contents.
+ */
+export const DUMP_PROTOS: readonly string[] = [
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/filters/http/wasm/v3/wasm.proto',
+  'envoy/extensions/filters/http/grpc_stats/v3/config.proto',
+  'envoy/extensions/filters/http/fault/v3/fault.proto',
+  'envoy/extensions/filters/http/cors/v3/cors.proto',
+  'envoy/extensions/filters/http/lua/v3/lua.proto',
+  'envoy/extensions/filters/http/rbac/v3/rbac.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
+  'envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto',
+  'envoy/extensions/request_id/uuid/v3/uuid.proto',
+  'envoy/extensions/access_loggers/file/v3/file.proto',
+  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+  'envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto',
+  'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
+  'envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto',
+  'envoy/extensions/filters/listener/original_dst/v3/original_dst.proto',
+  'udpa/type/v1/typed_struct.proto',
 ];
 
 function includeDirs(): string[] {
