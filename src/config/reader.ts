@@ -24,8 +24,17 @@ export const newContext = (): DecodeContext => ({ warnings: [] });
 
 type Plain = Record<string, unknown>;
 
-const camel = (snake: string) => snake.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+// Field names are few and repeat across thousands of xDS resources: convert each once.
+const memo = (f: (s: string) => string) => {
+  const cache = new Map<string, string>();
+  return (s: string) => {
+    let v = cache.get(s);
+    if (v === undefined) cache.set(s, (v = f(s)));
+    return v;
+  };
+};
+const camel = memo((snake: string) => snake.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
+const snake = memo((name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`));
 
 const isPlain = (v: unknown): v is Plain => typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
 
