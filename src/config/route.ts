@@ -2,7 +2,7 @@ import type { HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
 
 /** Envoy regexes are RE2 and must match the whole input. */
-function compileRegex(r: ObjReader, at: string, pattern: string, ignoreCase = false): RegExp {
+function compileRegex(at: string, pattern: string, ignoreCase = false): RegExp {
   try {
     return new RegExp(`^(?:${pattern})$`, ignoreCase ? 'i' : '');
   } catch (e) {
@@ -16,7 +16,7 @@ function regexOf(r: ObjReader, name: string): { value: string; regex: RegExp } |
   const value = rx.requiredStr('regex');
   rx.ignore('google_re2');
   rx.done();
-  return { value, regex: compileRegex(rx, rx.at('regex'), value) };
+  return { value, regex: compileRegex(rx.at('regex'), value) };
 }
 
 /** envoy.type.matcher.v3.StringMatcher. */

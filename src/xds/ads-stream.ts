@@ -9,23 +9,16 @@ import type protobuf from 'protobufjs';
 import { log as rootLog, type Logger } from '../observe/log.js';
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 import { openChannel } from './channel.js';
-import { type NameTable, XdsEngine, type XdsStatus } from './engine.js';
+import { type EngineOptions, type NameTable, XdsEngine, type XdsStatus } from './engine.js';
 import type { NodeIdentity } from './node-identity.js';
 import { fromProto3Json } from './proto-json.js';
 import { loadXdsProtos, type XdsProtos } from './protos.js';
-import type { Statics } from './resources.js';
-import type { Published, WarmingPolicy } from './snapshot-builder.js';
 import type { XdsTarget } from './target.js';
 
-export interface XdsClientOptions {
+/** What the engine needs, plus where istiod is and who we are. */
+export interface XdsClientOptions extends Pick<EngineOptions, 'statics' | 'warming' | 'fetchTimeoutMs' | 'publish' | 'onNameTable'> {
   readonly node: NodeIdentity;
   readonly target: XdsTarget;
-  readonly statics: Statics;
-  readonly warming: WarmingPolicy;
-  readonly fetchTimeoutMs: { readonly cluster: number; readonly listener: number };
-  /** Applies a new Snapshot (serially). */
-  readonly publish: (p: Published) => Promise<void>;
-  readonly onNameTable?: (t: NameTable) => void;
   readonly log?: Logger;
   readonly backoff?: BackoffOptions;
 }

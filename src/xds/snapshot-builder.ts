@@ -59,36 +59,36 @@ export class SnapshotBuilder {
     const routes = new Map<string, RouteConfiguration>();
     for (const [name, r] of state.active.route) routes.set(name, r.config as RouteConfiguration);
 
-    const clusters = new Map<string, Cluster>(state.statics.clusters.map((c) => [c.name, c]));
-    const liveClusters = new Map<string, Resource>();
-    const warmingClusters: Resource[] = [];
-    for (const [name, r] of state.active.cluster) {
-      const c = r.config as Cluster;
-      // A rejected first version counts as an answer, as in Envoy: the cluster goes live with no endpoints.
-      const waiting = c.type === 'EDS' && !endpoints.has(edsNameOf(c)) && !state.rejected.endpoint.has(edsNameOf(c));
-      if (waiting && warms('cluster', r, this.policy.edsMs)) {
-        warmingClusters.push(r);
-        const old = previous?.resources.cluster.get(name);
-        if (old) liveClusters.set(name, old);
-        continue;
+    /** Splits the accepted resources of a kind into live ones (an old version stands in for a warming one) and warming ones. */
+    const partition = (kind: 'cluster' | 'listener', waiting: (r: Resource) => boolean, timeoutMs: number) => {
+      const live = new Map<string, Resource>();
+      const warming: Resource[] = [];
+      for (const [name, r] of state.active[kind]) {
+        if (waiting(r) && warms(kind, r, timeoutMs)) {
+          warming.push(r);
+          const old = previous?.resources[kind].get(name);
+          if (old) live.set(name, old);
+        } else live.set(name, r);
       }
-      liveClusters.set(name, r);
-    }
+      return { live, warming };
+    };
+
+    // A rejected first version counts as an answer, as in Envoy: the cluster goes live with no endpoints.
+    const edsName = (r: Resource) => edsNameOf(r.config as Cluster);
+    const { live: liveClusters, warming: warmingClusters } = partition(
+      'cluster',
+      (r) => (r.config as Cluster).type === 'EDS' && !endpoints.has(edsName(r)) && !state.rejected.endpoint.has(edsName(r)),
+      this.policy.edsMs,
+    );
+    const clusters = new Map<string, Cluster>(state.statics.clusters.map((c) => [c.name, c]));
     for (const [name, r] of liveClusters) clusters.set(name, r.config as Cluster);
 
+    const { live: liveListeners, warming: warmingListeners } = partition(
+      'listener',
+      (r) => routeNamesOf(r.config as Listener).some((n) => !routes.has(n) && !state.rejected.route.has(n)),
+      this.policy.rdsMs,
+    );
     const listeners = new Map<string, Listener>(state.statics.listeners.map((l) => [l.name, l]));
-    const liveListeners = new Map<string, Resource>();
-    const warmingListeners: Resource[] = [];
-    for (const [name, r] of state.active.listener) {
-      const missing = routeNamesOf(r.config as Listener).some((n) => !routes.has(n) && !state.rejected.route.has(n));
-      if (missing && warms('listener', r, this.policy.rdsMs)) {
-        warmingListeners.push(r);
-        const old = previous?.resources.listener.get(name);
-        if (old) liveListeners.set(name, old);
-        continue;
-      }
-      liveListeners.set(name, r);
-    }
     for (const [name, r] of liveListeners) listeners.set(name, r.config as Listener);
 
     for (const key of this.warmingSince.keys()) if (!seen.has(key)) this.warmingSince.delete(key);
