@@ -44,22 +44,34 @@ export function matchRoute(route: Route, req: RequestHeaders): boolean {
 /** Host names to look a connection's original destination up by: `ip:port`, then `ip`. */
 export const destinationKeys = (d: SocketAddress): readonly string[] => [`${d.address}:${d.port}`, d.address];
 
+/** The virtual host named by a connection's original destination, if any; callers cache it per connection. */
+export function destinationHost(config: RouteConfiguration, dstKeys: readonly string[]): VirtualHost | undefined {
+  const idx = indexOf(config);
+  for (let i = 0; i < dstKeys.length; i++) {
+    const vh = idx.find(dstKeys[i]!);
+    if (vh) return vh;
+  }
+  return undefined;
+}
+
 /**
  * The virtual host is chosen by the connection's original destination (Istio lists the ClusterIP among a
- * service's domains), else by the frame's service or interface name (DNS universal addressing: the name
- * is the domain), else `*`. Then the first route whose match fits the frame's headers wins.
+ * service's domains; `dstHost` from destinationHost), else by the frame's service or interface name (DNS
+ * universal addressing: the name is the domain), else `*`. Then the first route whose match fits the
+ * frame's headers wins.
  */
-export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dstKeys: readonly string[]): RouteAction | undefined {
-  const idx = indexOf(config);
-  let vh: VirtualHost | undefined;
-  for (let i = 0; i < dstKeys.length && !vh; i++) vh = idx.find(dstKeys[i]!);
+export function selectRoute(config: RouteConfiguration, req: RequestHeaders, dstHost: VirtualHost | undefined): RouteAction | undefined {
+  let vh = dstHost;
   if (!vh) {
-    const service = req.header('service');
-    if (service !== undefined) vh = idx.find(service);
-    const iface = vh ? undefined : req.header('interface');
-    if (iface !== undefined) vh = idx.find(iface);
+    const idx = indexOf(config);
+    if (idx.hasNames) {
+      const service = req.header('service');
+      if (service !== undefined) vh = idx.find(service);
+      const iface = vh ? undefined : req.header('interface');
+      if (iface !== undefined) vh = idx.find(iface);
+    }
+    vh ??= idx.fallback;
   }
-  vh ??= idx.fallback;
   if (!vh) return undefined;
   const routes = vh.routes;
   for (let i = 0; i < routes.length; i++) {

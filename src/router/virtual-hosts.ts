@@ -9,6 +9,8 @@ export class VirtualHostIndex {
   private readonly suffixes: [string, VirtualHost][] = [];
   private readonly prefixes: [string, VirtualHost][] = [];
   readonly fallback: VirtualHost | undefined;
+  /** False when `*` is the only domain: then names need not be looked up at all. */
+  readonly hasNames: boolean;
   private readonly cache = new Map<string, VirtualHost | null>();
 
   constructor(readonly config: RouteConfiguration) {
@@ -24,6 +26,7 @@ export class VirtualHostIndex {
     this.suffixes.sort((a, b) => b[0].length - a[0].length);
     this.prefixes.sort((a, b) => b[0].length - a[0].length);
     this.fallback = star;
+    this.hasNames = this.exact.size + this.suffixes.length + this.prefixes.length > 0;
   }
 
   /** The virtual host for one name, without the `*` fallback; memoised because names repeat. */

@@ -2,7 +2,7 @@ import t from 'tap';
 import { newContext } from '../../src/config/reader.js';
 import { decodeRouteConfiguration } from '../../src/config/route.js';
 import { ConfigError } from '../../src/config/reader.js';
-import { destinationKeys, selectRoute } from '../../src/router/router.js';
+import { destinationHost, destinationKeys, selectRoute } from '../../src/router/router.js';
 
 const headers = (h: Record<string, string>) => ({ header: (n: string) => h[n] });
 const route = (cluster: string, match: object = { prefix: '/' }) => ({ match, route: { cluster } });
@@ -20,7 +20,7 @@ t.test('virtual host: original destination first, then service and interface nam
     { name: 'prefix', domains: ['com.legacy.*'], routes: [route('prefix')] },
     { name: 'any', domains: ['*'], routes: [route('any')] },
   ]);
-  const pick = (keys: readonly string[], h: Record<string, string>) => selectRoute(rc, headers(h), keys)?.cluster;
+  const pick = (keys: readonly string[], h: Record<string, string>) => selectRoute(rc, headers(h), destinationHost(rc, keys))?.cluster;
   t.equal(pick(dst('198.18.0.10'), { service: 'com.alipay.UserService:1.0' }), 'ip', 'the ClusterIP wins over the service name');
   t.equal(pick(dst('198.18.0.11'), {}), 'ip-port', 'ClusterIP:port is a domain too');
   t.equal(pick(dst('198.18.9.9'), { service: 'com.alipay.UserService:1.0' }), 'service', 'unknown IP: the service name');
@@ -47,7 +47,7 @@ t.test('route matching on frame headers: exact, prefix, regex, present, invert, 
       ],
     },
   ]);
-  const pick = (h: Record<string, string>) => selectRoute(rc, headers(h), [])?.cluster;
+  const pick = (h: Record<string, string>) => selectRoute(rc, headers(h), undefined)?.cluster;
   t.equal(pick({ version: '2.0', 'x-canary': '1' }), 'v2-canary');
   t.equal(pick({ version: '2.0' }), 'default', 'every header matcher must hold');
   t.equal(pick({ method: 'getUser' }), 'regex');
@@ -69,9 +69,9 @@ t.test('weights, timeouts and retry policies decode as Istio sends them', async 
       ],
     },
   ]);
-  const slow = selectRoute(rc, headers({ method: 'slow' }), [])!;
+  const slow = selectRoute(rc, headers({ method: 'slow' }), undefined)!;
   t.same([slow.timeoutMs, slow.retryPolicy], [250, { numRetries: 1, retryOn: ['connect-failure'], perTryTimeoutMs: undefined }], 'the route policy wins');
-  const other = selectRoute(rc, headers({}), [])!;
+  const other = selectRoute(rc, headers({}), undefined)!;
   t.same(other.weightedClusters, [{ name: 'a', weight: 80 }, { name: 'b', weight: 20 }]);
   t.equal(other.timeoutMs, 0, 'Istio\'s "0s": no route timeout');
   t.same(other.retryPolicy?.retryOn, ['connect-failure', 'reset'], 'inherited from the virtual host');

@@ -12,7 +12,7 @@ import { rpcStats } from './stats.js';
 
 const MAX_CONNECTIONS = 4;
 /** In-flight requests per connection before the pool opens another one. */
-const GROW_AT = 64;
+const GROW_AT = 256;
 const KEEPALIVE_INTERVAL_MS = 30_000;
 const KEEPALIVE_TIMEOUT_MS = 10_000;
 /** After a failed connect, LB avoids the host this long (a light passive health check). */

@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net';
 import { type Codec, CodecError, type ErrorKind, type Frame, NEED_MORE } from '../../../protocols/codec.js';
-import type { RetryPolicy, RouteConfiguration } from '../../config/model.js';
+import type { RetryPolicy, RouteConfiguration, VirtualHost } from '../../config/model.js';
 import { log } from '../../observe/log.js';
 import { rpcMetrics } from '../../observe/metrics.js';
-import { destinationKeys, selectRoute } from '../../router/router.js';
+import { destinationHost, destinationKeys, selectRoute } from '../../router/router.js';
 import { pickWeighted } from '../../router/weighted.js';
 import type { ClusterState } from '../../upstream/cluster-manager.js';
 import type { DownstreamContext } from '../context.js';
@@ -48,6 +48,8 @@ export class Session implements PendingOwner {
   private inFlight = 0;
   private readonly waitingOn = new Set<Socket>();
   private readonly dstKeys: readonly string[];
+  /** The virtual host of this connection's destination, for the route config it was looked up in. */
+  private dstHost: { readonly config: RouteConfiguration; readonly vh: VirtualHost | undefined } | undefined;
 
   constructor(
     private readonly ctx: DownstreamContext,
@@ -136,7 +138,8 @@ export class Session implements PendingOwner {
     let retry = DEFAULT_RETRY;
     const routes = opts.routes?.();
     if (routes) {
-      const action = selectRoute(routes, frame, this.dstKeys);
+      if (this.dstHost?.config !== routes) this.dstHost = { config: routes, vh: destinationHost(routes, this.dstKeys) };
+      const action = selectRoute(routes, frame, this.dstHost.vh);
       if (!action) return `no route for ${frame.header('service') ?? '?'}/${frame.header('method') ?? '?'} to ${ctx.destination.address}:${ctx.destination.port}`;
       clusterName = action.cluster ?? pickWeighted(action.weightedClusters);
       if (action.timeoutMs) timeoutMs = action.timeoutMs;

@@ -23,12 +23,18 @@ export class RpcStats {
   }
 }
 
-const all = new Map<string, RpcStats>();
+const all = new Set<RpcStats>();
+const byProtocol = new Map<string, Map<string, RpcStats>>();
 
+/** Looked up per request: two map hits, no key string built. */
 export function rpcStats(protocol: string, cluster: string): RpcStats {
-  const key = `${protocol}\u0000${cluster}`;
-  let s = all.get(key);
-  if (!s) all.set(key, (s = new RpcStats(protocol, cluster)));
+  let clusters = byProtocol.get(protocol);
+  if (!clusters) byProtocol.set(protocol, (clusters = new Map()));
+  let s = clusters.get(cluster);
+  if (!s) {
+    clusters.set(cluster, (s = new RpcStats(protocol, cluster)));
+    all.add(s);
+  }
   return s;
 }
 
@@ -40,7 +46,7 @@ function scraped(name: string, help: string, read: (s: RpcStats) => number): voi
     registers: [registry],
     collect() {
       this.reset();
-      for (const s of all.values()) {
+      for (const s of all) {
         const v = read(s);
         if (v > 0) this.inc({ protocol: s.protocol, cluster: s.cluster }, v);
       }
@@ -60,6 +66,6 @@ new Counter({
   registers: [registry],
   collect() {
     this.reset();
-    for (const s of all.values()) for (const [reason, v] of s.errors) this.inc({ protocol: s.protocol, cluster: s.cluster, reason }, v);
+    for (const s of all) for (const [reason, v] of s.errors) this.inc({ protocol: s.protocol, cluster: s.cluster, reason }, v);
   },
 });
