@@ -1,19 +1,7 @@
-import * as zlib from 'node:zlib';
+import { crc32 } from 'node:zlib';
 import type { ErrorKind, Frame, RequestId } from '../codec.js';
 import { CMD_HEARTBEAT, CMD_RESPONSE, CODEC_PROTOBUF, Status, hasCrc, shift } from './constants.js';
 import { ERROR_CLASS, errorBody } from './hessian.js';
-
-// zlib.crc32 is native from Node 20.15; the table is for older 20.x.
-const TABLE = Int32Array.from({ length: 256 }, (_, n) => {
-  for (let k = 0; k < 8; k++) n = n & 1 ? 0xedb88320 ^ (n >>> 1) : n >>> 1;
-  return n;
-});
-const crc32: (b: Buffer) => number = (zlib as { crc32?: (b: Buffer) => number }).crc32 ??
-  ((b) => {
-    let c = -1;
-    for (let i = 0; i < b.length; i++) c = TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
-    return (c ^ -1) >>> 0;
-  });
 
 export function setRequestId(raw: Buffer, id: RequestId): void {
   // Bolt ids are 32 bits: larger engine ids wrap.
