@@ -151,7 +151,7 @@ t.test('bolt through the x-protocol engine', async (t) => {
     b.proc.kill('SIGKILL');
     const r = await load;
     t.ok(r.results['"A"']! > 0 && r.results['"B"']! > 0, 'both served before the kill');
-    t.ok(r.failed <= 20, `at most the in-flight calls failed (${r.failed})`);
+    t.ok(r.failed <= 20, `at most the in-flight calls failed (${r.failed}: ${JSON.stringify(r.errors)})`);
     for (const msg of Object.keys(r.errors)) t.match(msg, /xsidecar (upstream-reset|connect-failure)/, 'failures are Bolt errors from the sidecar');
     const after = await c.batch('whoami', 200, 10);
     t.same(after.results, { '"A"': 200 }, 'every later call went to the surviving provider');

@@ -16,7 +16,7 @@ export interface PendingOwner extends Throttle {
 /** One request in flight upstream; its upstream id is the key in the connection's pending map. */
 export class Pending implements HasDeadline {
   deadline = 0;
-  bucket: Set<HasDeadline> | undefined = undefined;
+  bucket = -1;
   upstreamId = 0;
   /** Tries so far, for the retry budget. */
   attempts = 1;

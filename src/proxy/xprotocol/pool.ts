@@ -7,6 +7,7 @@ import { connectUpstream } from '../../upstream/connect.js';
 import type { Host } from '../../upstream/host.js';
 import type { Throttle } from './batch.js';
 import { batch } from './engine-state.js';
+import { IdTable } from './id-table.js';
 import type { Pending } from './pending.js';
 import { rpcStats } from './stats.js';
 
@@ -15,7 +16,7 @@ const MAX_CONNECTIONS = 4;
 const GROW_AT = 256;
 const KEEPALIVE_INTERVAL_MS = 30_000;
 const KEEPALIVE_TIMEOUT_MS = 10_000;
-/** After a failed connect, LB avoids the host this long (a light passive health check). */
+/** After a failed connect or a connection lost mid-request, LB avoids the host this long (passive health checking). */
 const EJECT_MS = 3_000;
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
@@ -23,10 +24,9 @@ const numericId = (id: number | bigint) => (typeof id === 'bigint' ? Number(id) 
 
 /** One multiplexed upstream connection: rewrites request ids to its own, restores them on responses. */
 class UpstreamConnection {
-  readonly pending = new Map<number, Pending>();
+  readonly pending = new IdTable<Pending>();
   private queue: Pending[] | undefined = [];
   private rest: Buffer | undefined;
-  private nextId = 0;
   private lastActive = Date.now();
   private keepaliveSent = 0;
   private keepaliveId = -1;
@@ -84,10 +84,7 @@ class UpstreamConnection {
   }
 
   private write(p: Pending): void {
-    let id = this.nextId;
-    do id = (id + 1) >>> 0 || 1; // 32-bit wrap; 0 is skipped, ids still in flight are skipped
-    while (this.pending.has(id) || id === this.keepaliveId);
-    this.nextId = id;
+    const id = this.pending.allocate(this.keepaliveId); // 32-bit wrap; 0 and ids in flight are skipped
     p.upstreamId = id;
     this.pool.codec.setRequestId(p.frame.raw, id);
     this.pending.set(id, p);
@@ -142,8 +139,9 @@ class UpstreamConnection {
     if (this.closed) return;
     this.closed = true;
     this.pool.remove(this);
-    const inFlight = [...this.pending.values()];
-    this.pending.clear();
+    const inFlight = this.pending.drain();
+    // Dropped with work in flight: the endpoint is likely gone, so steer new requests elsewhere for a while.
+    if (inFlight.length > 0) this.pool.host.ejectedUntil = Date.now() + EJECT_MS;
     for (const p of inFlight) {
       p.conn = undefined;
       p.owner.fail(p, 'upstream-reset', `${reason} with the request in flight (${this.pool.host.key})`, true);
@@ -159,10 +157,7 @@ class UpstreamConnection {
       return;
     }
     if (this.keepaliveId < 0 && now - this.lastActive >= KEEPALIVE_INTERVAL_MS) {
-      let id = this.nextId;
-      do id = (id + 1) >>> 0 || 1;
-      while (this.pending.has(id));
-      this.nextId = id;
+      const id = this.pending.allocate();
       this.keepaliveId = id;
       this.keepaliveSent = now;
       this.lastActive = now;
