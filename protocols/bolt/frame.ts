@@ -12,8 +12,17 @@ import { peekMethod } from './hessian.js';
  * a group. `method` is `sofa_head_method_name`, else a `method` entry, else the body peek. The derived names
  * shadow entries of the same name, which count only when nothing could be derived. Other names are entries.
  */
+/** Header names as bytes, to compare in place; a handful of names, asked for again and again. */
+const keyBytes = new Map<string, Buffer>();
+const keyOf = (name: string): Buffer => {
+  let k = keyBytes.get(name);
+  if (!k) keyBytes.set(name, (k = Buffer.from(name, 'utf8')));
+  return k;
+};
+
 export class BoltFrame implements Frame {
-  private headers: Map<string, string> | undefined = undefined;
+  /** The resolved `service`, read once: routing asks for it (and for what derives from it) repeatedly. */
+  private service: string | null | undefined = undefined;
   /** The body peek's result: null when it found nothing. */
   private method: string | null | undefined = undefined;
 
@@ -34,20 +43,20 @@ export class BoltFrame implements Frame {
   }
 
   header(name: string): string | undefined {
-    const h = this.headers ?? (this.headers = this.parse());
     switch (name) {
       case 'service':
-        return h.get('service') ?? h.get('sofa_head_target_service');
+        if (this.service === undefined) this.service = this.entry('service') ?? this.entry('sofa_head_target_service') ?? null;
+        return this.service ?? undefined;
       case 'method':
-        return h.get('sofa_head_method_name') ?? h.get('method') ?? this.peek();
+        return this.entry('sofa_head_method_name') ?? this.entry('method') ?? this.peek();
       case 'interface':
-        return segment(this.header('service'), 0) ?? h.get(name);
+        return segment(this.header('service'), 0) ?? this.entry(name);
       case 'version':
-        return segment(this.header('service'), 1) ?? h.get(name);
+        return segment(this.header('service'), 1) ?? this.entry(name);
       case 'group':
-        return segment(this.header('service'), 2) ?? h.get(name);
+        return segment(this.header('service'), 2) ?? this.entry(name);
       default:
-        return h.get(name);
+        return this.entry(name);
     }
   }
 
@@ -60,21 +69,25 @@ export class BoltFrame implements Frame {
     return this.method ?? undefined;
   }
 
-  private parse(): Map<string, string> {
+  /**
+   * One entry of the header map, found by comparing key bytes in place: no map is built and only the
+   * value asked for becomes a string. SimpleMapSerializer: i32 key length, key, i32 value length (-1 for
+   * null), value. A bad entry ends the scan.
+   */
+  private entry(name: string): string | undefined {
     const b = this.raw;
     const end = this.bodyStart;
-    const h = new Map<string, string>();
-    // SimpleMapSerializer: i32 key length, key, i32 value length (-1 for null), value. A bad entry ends it.
+    const key = keyOf(name);
     for (let p = this.headerStart; p + 8 <= end; ) {
       const kl = b.readInt32BE(p);
-      if (kl < 0 || p + 8 + kl > end) break;
+      if (kl < 0 || p + 8 + kl > end) return undefined;
       const vl = b.readInt32BE(p + 4 + kl);
       const v = p + 8 + kl;
-      if (v + Math.max(vl, 0) > end) break;
-      if (vl >= 0) h.set(b.toString('utf8', p + 4, p + 4 + kl), b.toString('utf8', v, v + vl));
+      if (v + Math.max(vl, 0) > end) return undefined;
+      if (vl >= 0 && kl === key.length && key.compare(b, p + 4, p + 4 + kl) === 0) return b.toString('utf8', v, v + vl);
       p = v + Math.max(vl, 0);
     }
-    return h;
+    return undefined;
   }
 }
 

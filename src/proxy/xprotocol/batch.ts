@@ -5,6 +5,10 @@ export interface Throttle {
   pauseFor(socket: Socket): void;
 }
 
+function throttleIfCongested(writers: Throttle[], socket: Socket): void {
+  if (socket.writableNeedDrain && !socket.destroyed) for (const w of writers) w.pauseFor(socket);
+}
+
 /**
  * Collects the writes made while the event loop handles one round of reads and flushes each socket once
  * after them: cork() turns many write() calls into a single writev, and deferring the uncork to
@@ -44,9 +48,7 @@ export class WriteBatch {
     for (let i = 0; i < this.corked.length; i++) this.corked[i]!.uncork();
     this.corked.length = 0;
     if (this.writers.size === 0) return;
-    for (const [socket, list] of this.writers) {
-      if (socket.writableNeedDrain && !socket.destroyed) for (const w of list) w.pauseFor(socket);
-    }
+    this.writers.forEach(throttleIfCongested);
     this.writers.clear();
   };
 }

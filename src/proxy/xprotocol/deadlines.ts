@@ -1,8 +1,9 @@
 /**
  * Request deadlines without a timer per request: items are bucketed by deadline at a fixed resolution
- * and one timer sweeps the due buckets. Adding and removing are O(1), and a bucket is dropped as soon as
- * it empties — a bucket kept until its deadline (30 s out by default) would outlive thousands of requests
- * and make every garbage collection copy it.
+ * and one timer sweeps the due buckets. A bucket is an append-only array with a count of items still
+ * scheduled: removing an item only marks it (a Set would reallocate as it shrinks), and the bucket is
+ * dropped once nothing in it is scheduled — kept until its deadline (30 s out by default) it would
+ * outlive thousands of requests and make every garbage collection copy it.
  */
 export interface HasDeadline {
   deadline: number;
@@ -10,8 +11,13 @@ export interface HasDeadline {
   bucket: number;
 }
 
+interface Bucket<T> {
+  readonly items: T[];
+  live: number;
+}
+
 export class Deadlines<T extends HasDeadline> {
-  private readonly buckets = new Map<number, Set<T>>();
+  private readonly buckets = new Map<number, Bucket<T>>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -22,31 +28,33 @@ export class Deadlines<T extends HasDeadline> {
   add(item: T): void {
     const key = Math.ceil(item.deadline / this.resolutionMs);
     let b = this.buckets.get(key);
-    if (!b) this.buckets.set(key, (b = new Set()));
-    b.add(item);
+    if (!b) this.buckets.set(key, (b = { items: [], live: 0 }));
+    b.items.push(item);
+    b.live++;
     item.bucket = key;
     this.timer ??= setInterval(this.sweep, this.resolutionMs).unref();
   }
 
   remove(item: T): void {
     const key = item.bucket;
+    if (key < 0) return;
     item.bucket = -1;
     const b = this.buckets.get(key);
-    if (!b) return;
-    b.delete(item);
-    if (b.size === 0) this.buckets.delete(key);
+    if (b && --b.live === 0) this.buckets.delete(key);
   }
 
   private readonly sweep = () => {
     const now = Math.floor(Date.now() / this.resolutionMs);
-    for (const [key, items] of this.buckets) {
-      if (key > now) continue;
+    this.buckets.forEach((b, key) => {
+      if (key > now) return;
       this.buckets.delete(key);
-      for (const item of items) {
+      for (const item of b.items) {
+        // Items removed (answered) since, or moved to a later bucket by a retry, are not due.
+        if (item.bucket !== key) continue;
         item.bucket = -1;
         this.onExpire(item);
       }
-    }
+    });
     if (this.buckets.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
