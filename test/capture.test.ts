@@ -2,6 +2,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { netnsGate, sh as hostSh } from './helpers/netns.js';
 import { fixture, repoRoot } from './helpers/paths.js';
 import { defaultCaptureConfig, loadDnsServers, parseCaptureArgs, type CaptureConfig } from '../src/capture/config.js';
 import { buildRules } from '../src/capture/rules.js';
@@ -156,26 +157,13 @@ t.test('apply errors are explicit', async (t) => {
   t.ok(calls.includes('ip -f inet route add local default dev lo table 133'));
 });
 
-/** Why the netns test cannot run here, or undefined once the namespace exists. */
-function prepareNetns(ns: string): string | undefined {
-  const hasCmd = (cmd: string, args: string[]) => !spawnSync(cmd, args, { stdio: 'ignore' }).error;
-  if (process.getuid?.() !== 0) return 'not running as root';
-  if (!hasCmd('ip', ['-V'])) return 'ip (iproute2) not installed';
-  if (!hasCmd('iptables-restore', ['--version']) || !hasCmd('iptables-save', ['--version'])) return 'iptables not installed';
-  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
-  if (add.status !== 0) return `ip netns add failed: ${add.stderr.trim()}`;
-  return undefined;
-}
-
 const ns = `xs-cap-${process.pid}`;
-const netnsProblem = prepareNetns(ns);
-const netnsRequired = process.env.XSIDECAR_REQUIRE_NETNS === '1';
+const gate = netnsGate();
 
-t.test('apply and clean inside a network namespace', { skip: netnsRequired ? false : netnsProblem ?? false }, async (t) => {
-  if (netnsProblem) {
-    t.fail(`netns test required (XSIDECAR_REQUIRE_NETNS=1) but ${netnsProblem}`);
-    return;
-  }
+t.test('apply and clean inside a network namespace', { skip: gate.skip }, async (t) => {
+  if (gate.problem) return t.fail(`XSIDECAR_REQUIRE_NETNS=1 but ${gate.problem}`);
+  spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  hostSh('ip', 'netns', 'add', ns);
   t.teardown(() => { spawnSync('ip', ['netns', 'del', ns]); });
   const inNs: Runner = (cmd, args, input) => spawnRunner('ip', ['netns', 'exec', ns, cmd, ...args], input);
   const sh = (...argv: string[]) => {
