@@ -23,7 +23,7 @@ const keyOf = (name: string): Buffer => {
 export class BoltFrame implements Frame {
   /** The resolved `service`, read once: routing asks for it (and for what derives from it) repeatedly. */
   private service: string | null | undefined = undefined;
-  /** The body peek's result: null when it found nothing. */
+  /** The resolved method: null when there is none. */
   private method: string | null | undefined = undefined;
 
   constructor(
@@ -48,7 +48,7 @@ export class BoltFrame implements Frame {
         if (this.service === undefined) this.service = this.entry('service') ?? this.entry('sofa_head_target_service') ?? null;
         return this.service ?? undefined;
       case 'method':
-        return this.entry('sofa_head_method_name') ?? this.entry('method') ?? this.peek();
+        return this.peek();
       case 'interface':
         return segment(this.header('service'), 0) ?? this.entry(name);
       case 'version':
@@ -60,11 +60,12 @@ export class BoltFrame implements Frame {
     }
   }
 
+  /** The method from the header map, else from the body; read once, since every route may ask. */
   private peek(): string | undefined {
     if (this.method === undefined) {
       const raw = this.raw;
-      this.method = (this.kind !== 'response' && raw[9 + shift(raw)] === CODEC_HESSIAN2 &&
-        peekMethod(raw, this.bodyStart, this.bodyEnd)) || null;
+      this.method = this.entry('sofa_head_method_name') ?? this.entry('method') ??
+        ((this.kind !== 'response' && raw[9 + shift(raw)] === CODEC_HESSIAN2 && peekMethod(raw, this.bodyStart, this.bodyEnd)) || null);
     }
     return this.method ?? undefined;
   }

@@ -3,7 +3,7 @@
  * is skipped with a warning; a chain left without a terminal filter we implement cannot work and is
  * rejected by the listener decoder.
  */
-import { ConfigError, ObjReader } from './reader.js';
+import { ObjReader } from './reader.js';
 import type { NetworkFilterConfig } from './model.js';
 
 export interface NetworkFilterExtension {
@@ -51,9 +51,4 @@ export function decodeNetworkFilter(filter: ObjReader): DecodedFilter | undefine
   const config = ext.decode(typed ?? ObjReader.of({}, filter.at('typed_config'), filter.ctx), name);
   typed?.done();
   return { config: { ...config, path: filter.path }, terminal: ext.terminal };
-}
-
-export function requireKnownType(typed: ObjReader, expected: string): void {
-  const t = anyTypeName(typed);
-  if (t !== undefined && t !== expected) throw new ConfigError(typed.path, `expected ${expected}, got ${t}`);
 }

@@ -160,7 +160,6 @@ export interface RouteMatch {
 export interface RetryPolicy {
   readonly numRetries: number;
   readonly retryOn: readonly string[];
-  readonly perTryTimeoutMs?: number;
 }
 
 export interface RouteAction {
@@ -181,8 +180,8 @@ export interface Route {
 export interface VirtualHost {
   readonly name: string;
   readonly domains: readonly string[];
+  /** Each route's retry policy already includes the virtual host's default. */
   readonly routes: readonly Route[];
-  readonly retryPolicy?: RetryPolicy;
 }
 
 export interface RouteConfiguration {

@@ -60,8 +60,8 @@ function decodeRetryPolicy(r: ObjReader | undefined): RetryPolicy | undefined {
   const policy = {
     numRetries: r.int('num_retries', 0, 2 ** 32 - 1) ?? 1,
     retryOn: r.str('retry_on', '').split(',').map((s) => s.trim()).filter(Boolean),
-    perTryTimeoutMs: r.durationMs('per_try_timeout') || undefined,
   };
+  if (r.durationMs('per_try_timeout')) r.ctx.warnings.push(`${r.at('per_try_timeout')}: not enforced; the request's own deadline covers every try`);
   r.ignore('retry_host_predicate', 'host_selection_retry_max_attempts', 'retriable_status_codes', 'retriable_headers', 'retry_back_off', 'retry_priority', 'rate_limited_retry_back_off', 'retriable_request_headers', 'per_try_idle_timeout', 'retry_options_predicates');
   r.done();
   return policy;
@@ -128,7 +128,7 @@ function decodeVirtualHost(v: ObjReader): VirtualHost {
   const routes = v.objList('routes').map(decodeRoute).map((r) =>
     r.action && !r.action.retryPolicy && retryPolicy ? { ...r, action: { ...r.action, retryPolicy } } : r,
   );
-  const vh = { name: v.requiredStr('name'), domains, routes, retryPolicy };
+  const vh = { name: v.requiredStr('name'), domains, routes };
   v.ignore('include_request_attempt_count', 'include_attempt_count_in_response', 'require_tls', 'virtual_clusters', 'rate_limits', 'request_headers_to_add', 'request_headers_to_remove', 'response_headers_to_add', 'response_headers_to_remove', 'cors', 'typed_per_filter_config', 'hedge_policy', 'per_request_buffer_limit_bytes', 'metadata', 'matcher', 'request_mirror_policies');
   v.done();
   return vh;

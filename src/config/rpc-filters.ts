@@ -2,6 +2,7 @@
  * The two terminal filters that carry RPC routing: Envoy's HTTP connection manager (its routes serve RPC
  * frames sniffed on HTTP-typed ports, as Istio configures them) and our own x-protocol proxy.
  */
+import { codecs, findCodec } from '../../protocols/registry.js';
 import { registerNetworkFilter } from './extensions.js';
 import type { HttpConnectionManagerConfig, RouteConfiguration, XProtocolConfig } from './model.js';
 import { ConfigError, type ObjReader } from './reader.js';
@@ -45,11 +46,15 @@ registerNetworkFilter({
     const spec = routeSpecifier(r);
     const cluster = r.str('cluster');
     if (!spec.rdsName && !spec.routeConfig && !cluster) throw new ConfigError(r.at('route_config'), 'needs rds, route_config or cluster');
+    const protocol = r.str('protocol');
+    if (protocol !== undefined && !findCodec(protocol)) {
+      throw new ConfigError(r.at('protocol'), `unknown protocol "${protocol}" (known: ${codecs.map((c) => c.name).join(', ')})`);
+    }
     return {
       kind: 'xprotocol',
       name,
       statPrefix: r.str('stat_prefix', ''),
-      protocol: r.str('protocol'),
+      protocol,
       cluster,
       maxFrameBytes: r.int('max_frame_bytes', 16, 2 ** 31 - 1) ?? DEFAULT_MAX_FRAME_BYTES,
       defaultTimeoutMs: r.durationMs('default_timeout') || DEFAULT_TIMEOUT_MS,

@@ -15,7 +15,9 @@ export class ClusterState {
     const levels = new Map<number, Host[]>();
     hosts.forEach((h) => {
       if (!h.healthy) return;
-      levels.set(h.priority, [...(levels.get(h.priority) ?? []), h]);
+      const level = levels.get(h.priority);
+      if (level) level.push(h);
+      else levels.set(h.priority, [h]);
     });
     const best = [...levels.keys()].sort((a, b) => a - b)[0];
     if (best !== undefined) this.usable = levels.get(best)!;

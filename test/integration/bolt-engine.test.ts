@@ -3,10 +3,12 @@
  * load balancing, routing by interface and method, weights, local heartbeats, timeouts, oversized and
  * garbage frames, a dead upstream and a provider killed under load.
  */
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import t from 'tap';
 import { boltCodec } from '../../protocols/bolt/index.js';
 import { NEED_MORE } from '../../protocols/codec.js';
+import { fixture } from '../helpers/paths.js';
 import { BoltClient, type BoltServer, type LocalSidecar, startBoltServer, startLocalSidecar } from '../helpers/sidecar.js';
 
 const ep = (port: number) => ({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } });
@@ -117,6 +119,19 @@ t.test('bolt through the x-protocol engine', async (t) => {
     t.equal(await sidecar.metric('xsidecar_rpc_codec_errors_total', 'direction="downstream",reason="malformed"'), 1, 'the garbage was counted');
     const still = await clients[0]!.call('plus', [1, 1]);
     t.ok(still.ok, 'other connections are unaffected');
+  });
+
+  t.test('a caller that half-closes right after its request still gets the response', async (t) => {
+    const [host, port] = addr('rpc').split(':');
+    const sock = connect({ port: Number(port), host, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('connect', () => sock.end(readFileSync(fixture('bolt', 'request-plus.bin'))));
+    await new Promise((r) => sock.once('end', r));
+    sock.destroy();
+    const reply = boltCodec.decode(Buffer.concat(chunks), 1 << 20);
+    if (reply === NEED_MORE || reply instanceof Error) return t.fail(`no whole response before the close (${Buffer.concat(chunks).length} bytes)`);
+    t.same([reply.kind, reply.ok], ['response', true], 'answered, then closed');
   });
 
   t.test('the request deadline is enforced by the sidecar', async (t) => {

@@ -13,8 +13,8 @@ import { type L4Target, l4TargetOf, proxyL4 } from '../tcp-proxy.js';
 import { Session } from './session.js';
 import { sniff } from './sniff.js';
 
-const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
-const DEFAULT_TIMEOUT_MS = 30_000;
+/** Limits for RPC sniffed on chains that carry none of their own (tcp_proxy, HTTP connection manager). */
+const DEFAULTS = { maxFrameBytes: 16 * 1024 * 1024, defaultTimeoutMs: 30_000 };
 
 const countFallback = (ctx: DownstreamContext) => () => rpcMetrics.l4Fallback.inc({ listener: ctx.listener.name });
 
@@ -27,16 +27,14 @@ registerNetworkHandler('tcp_proxy', (ctx: DownstreamContext, filter: NetworkFilt
   if (!cluster || cluster.isOriginalDst || (cluster.cluster.type !== 'EDS' && cluster.hosts.length < 2)) return proxyL4(ctx, target);
   sniff(ctx, {
     l4: target,
-    rpc: (codec, first) => new Session(ctx, { codec, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, defaultTimeoutMs: DEFAULT_TIMEOUT_MS, cluster: target.cluster }, first),
+    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, cluster: target.cluster }, first),
   });
 });
 
 /** Where plain bytes on an HTTP-typed port go: the cluster of the virtual host for the destination. */
 function l4ForRoutes(ctx: DownstreamContext, routes: RouteConfiguration | undefined): L4Target {
   if (!routes) return { idleTimeoutMs: 0 };
-  const idx = indexOf(routes);
-  const keys = destinationKeys(ctx.destination);
-  const vh = idx.find(keys[0]!) ?? idx.find(keys[1]!) ?? idx.fallback;
+  const vh = indexOf(routes).select(destinationKeys(ctx.destination));
   const action = vh?.routes.find((r) => r.action)?.action;
   const cluster = action && (action.cluster ?? pickWeighted(action.weightedClusters));
   return { cluster, idleTimeoutMs: 0 };
@@ -54,7 +52,7 @@ registerNetworkHandler('http_connection_manager', (ctx: DownstreamContext, filte
   sniff(ctx, {
     l4: l4ForRoutes(ctx, routes?.()),
     notRpc: countFallback(ctx),
-    rpc: (codec, first) => new Session(ctx, { codec, maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, defaultTimeoutMs: DEFAULT_TIMEOUT_MS, routes }, first),
+    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, routes }, first),
   });
 });
 

@@ -1,4 +1,4 @@
-import type { ErrorKind, Frame, RequestId } from '../../../protocols/codec.js';
+import type { ErrorKind, Frame } from '../../../protocols/codec.js';
 import type { RetryPolicy } from '../../config/model.js';
 import type { ClusterState } from '../../upstream/cluster-manager.js';
 import type { Host } from '../../upstream/host.js';
@@ -25,8 +25,8 @@ export class Pending implements HasDeadline {
 
   constructor(
     readonly owner: PendingOwner,
+    /** The request as decoded; `frame.requestId` is the caller's id even after `raw` was patched. */
     readonly frame: Frame,
-    readonly originalId: RequestId,
     public host: Host,
     readonly cluster: ClusterState,
     readonly stats: RpcStats,

@@ -7,6 +7,7 @@ import { connectUpstream } from '../../upstream/connect.js';
 import type { Host } from '../../upstream/host.js';
 import type { Throttle } from './batch.js';
 import { batch } from './engine-state.js';
+import { FrameBuffer } from './frame-buffer.js';
 import { IdTable } from './id-table.js';
 import type { Pending } from './pending.js';
 import { rpcStats } from './stats.js';
@@ -26,7 +27,7 @@ const numericId = (id: number | bigint) => (typeof id === 'bigint' ? Number(id) 
 class UpstreamConnection {
   readonly pending = new IdTable<Pending>();
   private queue: Pending[] | undefined = [];
-  private rest: Buffer | undefined;
+  private readonly input = new FrameBuffer();
   private lastActive = Date.now();
   private keepaliveSent = 0;
   private keepaliveId = -1;
@@ -101,15 +102,11 @@ class UpstreamConnection {
 
   private onData(chunk: Buffer): void {
     this.lastActive = Date.now();
-    let buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    this.rest = undefined;
+    let buf = this.input.append(chunk);
     const codec = this.pool.codec;
     while (buf.length > 0) {
       const r = codec.decode(buf, MAX_RESPONSE_BYTES);
-      if (r === NEED_MORE) {
-        this.rest = buf;
-        break;
-      }
+      if (r === NEED_MORE) break;
       if (r instanceof CodecError) {
         rpcMetrics.codecErrors.inc({ protocol: codec.name, direction: 'upstream', reason: r.reason });
         log.warn({ upstream: this.pool.host.key, err: r.message }, 'upstream sent a bad frame, closing the connection');
@@ -117,6 +114,7 @@ class UpstreamConnection {
         break;
       }
       buf = buf.subarray(r.raw.length);
+      this.input.consume(r.raw.length);
       if (r.kind !== 'response') continue; // requests from a server are not part of our protocol contract
       const id = numericId(r.requestId);
       if (r.heartbeat && id === this.keepaliveId) {

@@ -8,6 +8,7 @@ import { pickWeighted } from '../../router/weighted.js';
 import type { ClusterState } from '../../upstream/cluster-manager.js';
 import type { DownstreamContext } from '../context.js';
 import { batch, deadlines } from './engine-state.js';
+import { FrameBuffer } from './frame-buffer.js';
 import { Pending, type PendingOwner } from './pending.js';
 import { poolFor } from './pool.js';
 import { rpcStats } from './stats.js';
@@ -42,7 +43,7 @@ interface Target {
  * answered with the upstream's response (id restored) or with a protocol-native error. Never a hang.
  */
 export class Session implements PendingOwner {
-  private rest: Buffer | undefined;
+  private readonly input = new FrameBuffer();
   private closed = false;
   private closing = false;
   private inFlight = 0;
@@ -72,20 +73,17 @@ export class Session implements PendingOwner {
   }
 
   private onData(chunk: Buffer): void {
-    let buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    this.rest = undefined;
+    let buf = this.input.append(chunk);
     const { codec } = this.opts;
     while (buf.length > 0 && !this.closing) {
       const r = codec.decode(buf, this.opts.maxFrameBytes);
-      if (r === NEED_MORE) {
-        this.rest = buf;
-        break;
-      }
+      if (r === NEED_MORE) break;
       if (r instanceof CodecError) {
         this.onCodecError(r);
         break;
       }
       buf = buf.subarray(r.raw.length);
+      this.input.consume(r.raw.length);
       this.handle(r);
     }
   }
@@ -122,7 +120,7 @@ export class Session implements PendingOwner {
       return;
     }
     stats.requests++;
-    const p = new Pending(this, frame, frame.requestId, host, target.cluster, stats, target.retry);
+    const p = new Pending(this, frame, host, target.cluster, stats, target.retry);
     p.deadline = Date.now() + (frame.timeoutMs ?? target.timeoutMs);
     deadlines.add(p);
     this.inFlight++;
@@ -151,11 +149,13 @@ export class Session implements PendingOwner {
     return { cluster, timeoutMs, retry };
   }
 
+  /** Answers first, settles after: settling the last request of a half-closed caller ends its socket. */
   complete(p: Pending, response: Frame): void {
+    if (!this.closed) {
+      this.opts.codec.setRequestId(response.raw, p.frame.requestId);
+      this.write(response.raw);
+    }
     this.settle(p);
-    if (this.closed) return;
-    this.opts.codec.setRequestId(response.raw, p.originalId);
-    this.write(response.raw);
   }
 
   fail(p: Pending, kind: ErrorKind, message: string, sent: boolean): void {
@@ -171,9 +171,9 @@ export class Session implements PendingOwner {
         return;
       }
     }
-    this.settle(p);
     p.stats.error(kind);
     if (!this.closed) this.reply(p.frame, kind, message);
+    this.settle(p);
   }
 
   /** Another usable host than the one that failed, when the cluster has one. */

@@ -1,7 +1,7 @@
 import type { Codec } from '../../../protocols/codec.js';
 import { codecs } from '../../../protocols/registry.js';
 import type { DownstreamContext } from '../context.js';
-import { L4Attempt, type L4Target } from '../tcp-proxy.js';
+import { L4Attempt, type L4Target, proxyL4 } from '../tcp-proxy.js';
 
 /** How long a silent client waits before we also dial the upstream, in case the server speaks first. */
 const SERVER_FIRST_WAIT_MS = 100;
@@ -51,7 +51,7 @@ export function sniff(ctx: DownstreamContext, out: SniffOutcome): void {
       s.destroy();
       return;
     }
-    (attempt?.usable ? attempt : new L4Attempt(ctx, out.l4)).commit(first);
+    proxyL4(ctx, out.l4, first, attempt?.usable ? attempt : undefined);
   };
   const onData = (chunk: Buffer) => {
     head = head ? Buffer.concat([head, chunk]) : chunk;

@@ -1,0 +1,39 @@
+/**
+ * The bytes read but not yet decoded. A chunk that starts on a frame boundary is used as it is (no
+ * copy); a partial frame is kept in a buffer that grows by doubling, so a large frame arriving in many
+ * reads is copied O(n) times in total rather than once per read. Frames already handed out are views
+ * into memory before `start`, which is never written again.
+ */
+export class FrameBuffer {
+  private buf: Buffer | undefined;
+  private start = 0;
+  private end = 0;
+
+  /** Adds a chunk and returns every byte not yet consumed. */
+  append(chunk: Buffer): Buffer {
+    if (!this.buf || this.start === this.end) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      return chunk;
+    }
+    const pending = this.end - this.start;
+    const needed = pending + chunk.length;
+    // A chunk used in place has no spare room (end === its length), so it is never written into.
+    if (this.buf.length - this.end < chunk.length) {
+      const grown = Buffer.allocUnsafe(Math.max(needed, 2 * pending, 4096));
+      this.buf.copy(grown, 0, this.start, this.end);
+      this.buf = grown;
+      this.start = 0;
+      this.end = pending;
+    }
+    chunk.copy(this.buf, this.end);
+    this.end += chunk.length;
+    return this.buf.subarray(this.start, this.end);
+  }
+
+  /** Marks `n` bytes at the front as decoded. */
+  consume(n: number): void {
+    this.start += n;
+  }
+}
