@@ -86,12 +86,16 @@ export function loadXdsProtos(extra: readonly string[] = []): XdsProtos {
   const started = performance.now();
   const dirs = includeDirs();
   const root = new protobuf.Root();
+  // protobufjs asks once per import statement, before it de-duplicates: the same few hundred files
+  // would cost a filesystem probe per include dir each time.
+  const resolved = new Map<string, string>();
   root.resolvePath = (_origin, target) => {
-    for (const d of dirs) {
-      const p = join(d, target);
-      if (existsSync(p)) return p;
+    let path = resolved.get(target);
+    if (path === undefined) {
+      path = dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+      resolved.set(target, path);
     }
-    return target;
+    return path;
   };
   root.loadSync(files, { keepCase: true });
   root.resolveAll();

@@ -154,14 +154,15 @@ function emptyCla(name: string): Stored {
   return encode({ '@type': TYPE_URL.endpoint, cluster_name: name }, store.get('endpoint')!.version);
 }
 
+/** False while responses of `kind` are held: the watch is marked pending and answered on release. */
+function releasable(w: { pending: boolean }, kind: ResourceKind): boolean {
+  w.pending = held.has(kind);
+  return !w.pending;
+}
+
 function respondSotw(s: Stream, kind: ResourceKind): void {
   const w = s.sotw.get(kind);
-  if (!w) return;
-  if (held.has(kind)) {
-    w.pending = true;
-    return;
-  }
-  w.pending = false;
+  if (!w || !releasable(w, kind)) return;
   const ts = store.get(kind)!;
   const items = WILDCARD.has(kind)
     ? [...ts.resources.values()]
@@ -174,12 +175,7 @@ function respondSotw(s: Stream, kind: ResourceKind): void {
 
 function respondDelta(s: Stream, kind: ResourceKind, force: boolean): void {
   const w = s.delta.get(kind);
-  if (!w) return;
-  if (held.has(kind)) {
-    w.pending = true;
-    return;
-  }
-  w.pending = false;
+  if (!w || !releasable(w, kind)) return;
   const ts = store.get(kind)!;
   const inScope = (n: string) => w.wildcard || w.names.has(n);
   const changed = [...ts.resources.values()].filter((r) => inScope(r.name) && w.sent.get(r.name) !== r.version);
