@@ -20,7 +20,6 @@ import {
   freePort,
   istioFixtureSet,
   type Json,
-  jsonLines,
   SidecarProc,
   startEcho,
   tcpListener,
@@ -77,11 +76,10 @@ t.test('ADS state of the world: a sidecar configured by a test istiod', async (t
     const initial = reqs.filter((r) => r.kind === 'initial').map((r) => `${r.type}:${(r.names ?? []).join(',')}`);
     t.same(initial, ['cluster:', `endpoint:${ECHO},${REVIEWS}`, 'listener:', `route:9080,${GEO}`, 'nametable:'], 'CDS, EDS for the EDS clusters, LDS, RDS for the listeners\' routes, NDS');
     t.notOk(reqs.some((r) => (r.type === 'endpoint' || r.type === 'route') && (r.names ?? []).length === 0), 'never an EDS/RDS request with no names');
-    const responses = jsonLines(server.proc).filter((o) => o.event === 'response');
-    t.ok(responses.length >= 5, `${responses.length} responses`);
-    for (const res of responses) {
-      const ack = reqs.find((r) => r.nonce === res.nonce);
-      t.match(ack, { kind: 'ack', version: res.version, type: res.type }, `${res.type} response ${res.nonce} ACKed with its version`);
+    const answered = await server.answered();
+    t.ok(answered.length >= 5, `${answered.length} responses`);
+    for (const { response, answer } of answered) {
+      t.match(answer, { kind: 'ack', version: response.version, type: response.type }, `${response.type} response ${response.nonce} ACKed with its version`);
     }
   });
 

@@ -14,7 +14,6 @@ import {
   freePort,
   istioFixtureSet,
   type Json,
-  jsonLines,
   SidecarProc,
   startEcho,
   tcpListener,
@@ -46,8 +45,7 @@ t.test('ADS delta: the sidecar on DeltaAggregatedResources', async (t) => {
     t.match(reqs[0], { type: 'cluster', kind: 'initial', subscribe: [], node: { id: 'sidecar~10.1.2.3~geo-5c54dcd5bd-z5ghf.hr2~hr2.svc.cluster.local' } });
     const initial = reqs.filter((r) => r.kind === 'initial').map((r) => `${r.type}:${(r.subscribe ?? []).join(',')}`);
     t.same(initial, ['cluster:', `endpoint:${ECHO},${REVIEWS}`, 'listener:', `route:9080,${GEO}`, 'nametable:']);
-    const responses = jsonLines(server.proc).filter((o) => o.event === 'response');
-    for (const res of responses) t.match(reqs.find((r) => r.nonce === res.nonce), { kind: 'ack', type: res.type }, `${res.type} ${res.nonce} ACKed`);
+    for (const { response, answer } of await server.answered()) t.match(answer, { kind: 'ack', type: response.type }, `${response.type} ${response.nonce} ACKed`);
     t.match(await tcpRoundTrip('127.0.0.1', ports.echo, 'hi'), { ok: true, received: /^hi\necho-a\|/ });
   });
 

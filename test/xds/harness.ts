@@ -160,6 +160,15 @@ export class AdsServer {
     return waitJsonAfter<AdsRequest>(this.proc, from, (o) => o.event === 'request' && pred(o), timeoutMs);
   }
 
+  /**
+   * Every response sent so far, each paired with the sidecar's answer to its nonce. The answer is awaited: the
+   * sidecar may be ready (and the test running) before its last ACK has crossed the stream.
+   */
+  async answered(): Promise<{ response: Json; answer: AdsRequest }[]> {
+    const responses = jsonLines<Json>(this.proc).filter((o) => o.event === 'response');
+    return Promise.all(responses.map(async (response) => ({ response, answer: await this.waitRequest(0, (r) => r.nonce === response.nonce) })));
+  }
+
   kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
     this.proc.kill(signal);
     return this.proc.exited;
