@@ -2,7 +2,7 @@ import { WriteBatch } from './batch.js';
 import { Deadlines } from './deadlines.js';
 import type { Pending } from './pending.js';
 
-/** Writes made during one turn of the event loop are flushed together after it (one writev per socket). */
+/** Writes made during one turn of the event loop are flushed together after it (one write per socket). */
 export const batch = new WriteBatch();
 
 /** Every request's deadline, swept by one timer. */
