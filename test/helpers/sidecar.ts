@@ -26,6 +26,20 @@ export function readMetric(text: string, name: string, labels = ''): number {
   return sum;
 }
 
+/**
+ * Resolves once `read()` reaches `n`: a test that acts "during the load" waits for the load to have begun
+ * rather than for a fixed time, which a faster machine could outrun.
+ */
+export async function whenAtLeast(read: () => Promise<number>, n: number, timeoutMs = 20_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (v >= n) return v;
+    if (Date.now() > deadline) throw new Error(`still ${v} after ${timeoutMs} ms, waiting for ${n}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export async function startLocalSidecar(name: string, bootstrap: object, extra: string[] = []): Promise<LocalSidecar> {
   const file = writeTemp(`${name}.json`, { admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } }, ...bootstrap });
   const proc = spawnLocal(cliPath, ['run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], `sidecar ${name}`);

@@ -9,7 +9,7 @@ import t from 'tap';
 import { boltCodec } from '../../protocols/bolt/index.js';
 import { NEED_MORE } from '../../protocols/codec.js';
 import { fixture } from '../helpers/paths.js';
-import { BoltClient, type BoltServer, type LocalSidecar, startBoltServer, startLocalSidecar } from '../helpers/sidecar.js';
+import { BoltClient, type BoltServer, type LocalSidecar, startBoltServer, startLocalSidecar, whenAtLeast } from '../helpers/sidecar.js';
 
 const ep = (port: number) => ({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } });
 const cluster = (name: string, ports: number[], lb = 'ROUND_ROBIN') => ({ name, type: 'STATIC', connect_timeout: '1s', lb_policy: lb, load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: ports.map(ep) }] } });
@@ -161,8 +161,9 @@ t.test('bolt through the x-protocol engine', async (t) => {
   t.test('a provider killed under load: in-flight calls get Bolt errors, later calls go to the other provider', async (t) => {
     const c = client('tcp');
     t.ok((await c.call('plus', [1, 2])).ok, 'the client is connected before the load starts');
+    const started = await sidecar.metric('xsidecar_rpc_requests_total');
     const load = c.batch('whoami', 3000, 20);
-    await new Promise((r) => setTimeout(r, 400));
+    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
     b.proc.kill('SIGKILL');
     const r = await load;
     t.ok(r.results['"A"']! > 0 && r.results['"B"']! > 0, 'both served before the kill');

@@ -11,6 +11,7 @@ import { fromProto3Json } from '../../src/xds/proto-json.js';
 import { loadXdsProtos } from '../../src/xds/protos.js';
 import { peer, Proc, spawnNode, writeTemp } from '../helpers/netns.js';
 import { cliPath, fixture, repoRoot } from '../helpers/paths.js';
+import { readMetric } from '../helpers/sidecar.js';
 
 export type Json = Record<string, unknown>;
 
@@ -196,6 +197,11 @@ export class SidecarProc {
   async get(path: string): Promise<{ status: number; body: string }> {
     const res = await fetch(`http://${this.admin}${path}`);
     return { status: res.status, body: await res.text() };
+  }
+
+  /** Sum of a Prometheus metric's samples, read from the admin port (labels as in readMetric). */
+  async metric(name: string, labels?: string): Promise<number> {
+    return readMetric((await this.get('/stats/prometheus')).body, name, labels);
   }
 
   async configDump(): Promise<{ configs: Json[] }> {

@@ -4,7 +4,7 @@
  * a push in the middle of a load, which must lose no call.
  */
 import t from 'tap';
-import { BoltClient, type BoltServer, startBoltServer } from '../helpers/sidecar.js';
+import { BoltClient, type BoltServer, startBoltServer, whenAtLeast } from '../helpers/sidecar.js';
 import { AdsServer, adsBootstrap, cla, edsCluster, freePort, type Json, SidecarProc } from './harness.js';
 
 const HCM = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
@@ -56,8 +56,9 @@ t.test('x-protocol routing from pushed RouteConfigurations', async (t) => {
   });
 
   t.test('re-routed by a push under load with zero failed calls', async (t) => {
+    const started = await sidecar.metric('xsidecar_rpc_requests_total');
     const load = client.batch('whoami', 4000, 16);
-    await new Promise((r) => setTimeout(r, 300));
+    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
     await ads.command({ cmd: 'update', version: 'r3', resources: [routes([{ domains: ['com.nodejs.test.TestService:1.0'], cluster: 'outbound|12200|v1|user' }])] });
     const r = await load;
     t.equal(r.failed, 0, JSON.stringify(r.errors));
@@ -67,8 +68,9 @@ t.test('x-protocol routing from pushed RouteConfigurations', async (t) => {
   });
 
   t.test('istiod goes away under load: the last good config keeps serving', async (t) => {
+    const started = await sidecar.metric('xsidecar_rpc_requests_total');
     const load = client.batch('whoami', 3000, 16);
-    await new Promise((r) => setTimeout(r, 200));
+    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
     await ads.command({ cmd: 'stop' });
     const r = await load;
     t.equal(r.failed, 0, JSON.stringify(r.errors));
