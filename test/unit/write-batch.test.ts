@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { setImmediate as nextRound } from 'node:timers/promises';
 import t from 'tap';
-import { type Throttle, WriteBatch } from '../../src/proxy/xprotocol/batch.js';
+import { type Throttle, WriteBatch, whenDrained } from '../../src/proxy/xprotocol/batch.js';
 
 /** A connected pair: `a` is ours to write, `b` is the peer, paused until the test reads it. */
 async function pair(): Promise<{ a: Socket; b: Socket; close(): void }> {
@@ -97,4 +97,22 @@ t.test('a socket still congested after the flush pauses everyone who wrote to it
   batch.write(gone, Buffer.from('lost'), writer);
   await nextRound();
   t.same(told, [], 'a destroyed socket neither writes nor throttles');
+});
+
+t.test('callers waiting for one socket to drain share one listener pair, and are all released', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  let released = 0;
+  while (a.write(Buffer.alloc(1 << 20)));
+  for (let i = 0; i < 64; i++) whenDrained(a, () => released++);
+  t.equal(a.listenerCount('drain'), 1, 'one drain listener for 64 waiters');
+  t.equal(released, 0, 'nobody released while congested');
+  b.resume();
+  await once(a, 'drain');
+  t.equal(released, 64, 'all released on drain');
+  t.equal(a.listenerCount('drain'), 0, 'and the listener removed');
+  whenDrained(a, () => released++);
+  a.destroy();
+  await once(a, 'close');
+  t.equal(released, 65, 'a close releases too');
 });

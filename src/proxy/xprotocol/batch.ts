@@ -81,6 +81,31 @@ function send(box: Outbox): void {
   box.bytes = 0;
 }
 
+const kWaiters = Symbol('xsidecar.drainWaiters');
+type WithWaiters = Socket & { [kWaiters]?: (() => void)[] };
+
+/**
+ * Calls `fn` once `socket` drains or closes. However many callers wait on one upstream connection, the
+ * socket carries one listener pair, not one per caller.
+ */
+export function whenDrained(socket: Socket, fn: () => void): void {
+  const s = socket as WithWaiters;
+  let waiting = s[kWaiters];
+  if (!waiting) {
+    s[kWaiters] = waiting = [];
+    const release = () => {
+      socket.off('drain', release);
+      socket.off('close', release);
+      const due = s[kWaiters] ?? [];
+      s[kWaiters] = undefined;
+      for (const f of due) f();
+    };
+    socket.on('drain', release);
+    socket.on('close', release);
+  }
+  waiting.push(fn);
+}
+
 function throttleIfCongested(box: Outbox): void {
   const { socket, writers } = box;
   if (socket.writableNeedDrain && !socket.destroyed) for (const w of writers) w.pauseFor(socket);

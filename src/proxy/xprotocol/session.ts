@@ -7,6 +7,7 @@ import { destinationHost, destinationKeys, selectRoute } from '../../router/rout
 import { pickWeighted } from '../../router/weighted.js';
 import type { ClusterState } from '../../upstream/cluster-manager.js';
 import type { DownstreamContext } from '../context.js';
+import { whenDrained } from './batch.js';
 import { batch, deadlines } from './engine-state.js';
 import { FrameBuffer } from './frame-buffer.js';
 import { Pending, type PendingOwner } from './pending.js';
@@ -212,14 +213,10 @@ export class Session implements PendingOwner {
     if (this.waitingOn.has(socket)) return;
     this.waitingOn.add(socket);
     this.ctx.socket.pause();
-    const done = () => {
-      socket.off('drain', done);
-      socket.off('close', done);
+    whenDrained(socket, () => {
       this.waitingOn.delete(socket);
       if (this.waitingOn.size === 0 && !this.closing && !this.closed) this.ctx.socket.resume();
-    };
-    socket.on('drain', done);
-    socket.on('close', done);
+    });
   }
 
   private endIfIdle(): void {
