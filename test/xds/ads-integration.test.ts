@@ -11,39 +11,28 @@ import t from 'tap';
 import { peer, Proc } from '../helpers/netns.js';
 import {
   AdsServer,
+  ECHO,
+  echoWorld,
+  GEO,
+  REVIEWS,
   adsBootstrap,
   brokenListener,
   cla,
   connectionLoop,
   dumpSection,
   edsCluster,
-  freePort,
-  istioFixtureSet,
   type Json,
   SidecarProc,
-  startEcho,
   tcpListener,
   tcpRoundTrip,
 } from './harness.js';
 
 const V1 = '2025-02-17T14:49:37Z/296';
-const ECHO = 'outbound|7000||echo.default.svc.cluster.local';
-const REVIEWS = 'outbound|9080||reviews.default.svc.cluster.local';
-const GEO = 'geo.hotel-res.svc.cluster.local:8083';
 
 t.test('ADS state of the world: a sidecar configured by a test istiod', async (t) => {
   const procs: { kill(s?: NodeJS.Signals): unknown }[] = [];
   t.teardown(() => procs.forEach((p) => p.kill('SIGKILL')));
-  const echoA = await startEcho('echo-a');
-  const echoB = await startEcho('echo-b');
-  procs.push(echoA.proc, echoB.proc);
-  const ports = { outbound: await freePort(), inbound: await freePort(), echo: await freePort() };
-  const resources = [
-    ...istioFixtureSet(ports),
-    edsCluster(ECHO),
-    cla(ECHO, [{ address: '127.0.0.1', port: echoA.port }]),
-    tcpListener('echo-listener', '127.0.0.1', ports.echo, ECHO),
-  ];
+  const { echoB, ports, resources } = await echoWorld(procs);
   let server = await AdsServer.start({ resources, version: V1 });
   procs.push(server);
   await server.command({ cmd: 'hold', types: ['route'] }); // routes come late: readiness must wait for them
@@ -60,7 +49,7 @@ t.test('ADS state of the world: a sidecar configured by a test istiod', async (t
     const warming = (dumpSection(dump, 'ListenersConfigDump').dynamic_listeners as Json[]).filter((l) => l.warming_state).map((l) => l.name);
     t.same(warming.sort(), ['0.0.0.0_9080', '10.68.42.69_8083'], 'the HTTP listeners are warming in config_dump');
     await server.command({ cmd: 'release', types: ['route'] });
-    for (let i = 0; i < 300 && (await sidecar.get('/ready')).status !== 200; i++) await sleep(50);
+    await sidecar.waitReady(15_000);
     t.same(await sidecar.get('/ready'), { status: 200, body: 'LIVE\n' });
   });
 

@@ -2,42 +2,31 @@
  * Incremental xDS (DeltaAggregatedResources) when the bootstrap's ads_config says DELTA_GRPC: wildcard and
  * named subscriptions, changes and removals, NACK, and a re-opened stream announcing what it holds.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import {
   AdsServer,
+  ECHO,
+  echoWorld,
+  GEO,
+  REVIEWS,
   adsBootstrap,
   brokenListener,
   cla,
   dumpSection,
-  edsCluster,
-  freePort,
-  istioFixtureSet,
   type Json,
   SidecarProc,
-  startEcho,
-  tcpListener,
   tcpRoundTrip,
 } from './harness.js';
-
-const ECHO = 'outbound|7000||echo.default.svc.cluster.local';
-const REVIEWS = 'outbound|9080||reviews.default.svc.cluster.local';
-const GEO = 'geo.hotel-res.svc.cluster.local:8083';
 
 t.test('ADS delta: the sidecar on DeltaAggregatedResources', async (t) => {
   const procs: { kill(s?: NodeJS.Signals): unknown }[] = [];
   t.teardown(() => procs.forEach((p) => p.kill('SIGKILL')));
-  const echoA = await startEcho('echo-a');
-  const echoB = await startEcho('echo-b');
-  procs.push(echoA.proc, echoB.proc);
-  const ports = { outbound: await freePort(), inbound: await freePort(), echo: await freePort() };
-  const resources = [...istioFixtureSet(ports), edsCluster(ECHO), cla(ECHO, [{ address: '127.0.0.1', port: echoA.port }]), tcpListener('echo-listener', '127.0.0.1', ports.echo, ECHO)];
+  const { echoB, ports, resources } = await echoWorld(procs);
   const server = await AdsServer.start({ resources, version: 'd1', label: 'delta' });
   procs.push(server);
   const sidecar = await SidecarProc.start(adsBootstrap({ xdsAddress: '127.0.0.1', xdsPort: server.port, apiType: 'DELTA_GRPC' }));
   procs.push(sidecar);
-  for (let i = 0; i < 200 && (await sidecar.get('/ready')).status !== 200; i++) await sleep(50);
-  t.equal((await sidecar.get('/ready')).status, 200, 'LIVE on a delta stream');
+  t.equal(await sidecar.waitReady(10_000), 200, 'LIVE on a delta stream');
 
   await t.test('subscriptions: wildcard CDS/LDS/NDS, named EDS/RDS, every response ACKed', async (t) => {
     const reqs = server.requests();

@@ -11,7 +11,7 @@ import { loadXdsProtos } from '../../src/xds/protos.js';
 import type { Published } from '../../src/xds/snapshot-builder.js';
 import type { ResourceKind } from '../../src/xds/type-urls.js';
 import { TYPE_URL } from '../../src/xds/type-urls.js';
-import { DSB, encodeAny, type Json, readFixture, staticCluster } from './harness.js';
+import { DSB, encodeAny, GEO, type Json, REVIEWS, readFixture, staticCluster } from './harness.js';
 
 const protos = loadXdsProtos();
 const silent = pino({ level: 'silent' });
@@ -40,8 +40,6 @@ function setup(o: { edsMs?: number; rdsMs?: number; fetchMs?: number; statics?: 
 
 const clusters = () => [fx('cluster_BlackHoleCluster.json'), fx('cluster_PassthroughCluster.json'), fx('cluster_outbound_9080_reviews.json')];
 const listeners = () => [fx('listener_virtualOutbound.json'), fx('listener_0.0.0.0_9080_http.json'), fx('listener_10.68.42.69_8083_http_clusterip.json'), fx('listener_10.68.54.170_27017_tcp.json')];
-const REVIEWS = 'outbound|9080||reviews.default.svc.cluster.local';
-const GEO = 'geo.hotel-res.svc.cluster.local:8083';
 
 const badListener = (name: string) => ({
   '@type': TYPE_URL.listener,

@@ -16,6 +16,10 @@ import { readMetric } from '../helpers/sidecar.js';
 export type Json = Record<string, unknown>;
 
 export const DSB = 'istio/istio-1.18-sidecar-deathstarbench';
+/** Names the Istio fixtures use: the EDS cluster the traffic tests add, the fixture's EDS cluster, its RDS route. */
+export const ECHO = 'outbound|7000||echo.default.svc.cluster.local';
+export const REVIEWS = 'outbound|9080||reviews.default.svc.cluster.local';
+export const GEO = 'geo.hotel-res.svc.cluster.local:8083';
 export const readFixture = (...parts: string[]): Json => JSON.parse(readFileSync(fixture(...parts), 'utf8')) as Json;
 
 /** Real istiod output: listeners, clusters, endpoints, routes of one sidecar, plus an active virtualInbound and a NameTable. */
@@ -199,6 +203,14 @@ export class SidecarProc {
     return { status: res.status, body: await res.text() };
   }
 
+  /** Polls /ready until it is 200 or `timeoutMs` passes; returns the last status. */
+  async waitReady(timeoutMs = 20_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let status = 0;
+    while (Date.now() < deadline && (status = (await this.get('/ready')).status) !== 200) await sleep(50);
+    return status;
+  }
+
   /** Sum of a Prometheus metric's samples, read from the admin port (labels as in readMetric). */
   async metric(name: string, labels?: string): Promise<number> {
     return readMetric((await this.get('/stats/prometheus')).body, name, labels);
@@ -305,6 +317,19 @@ export const cla = (name: string, endpoints: { address: string; port: number }[]
   cluster_name: name,
   endpoints: [{ locality: {}, lb_endpoints: endpoints.map((e) => ({ endpoint: { address: { socket_address: { address: e.address, port_value: e.port } } }, health_status: 'HEALTHY', load_balancing_weight: 1 })) }],
 });
+
+/**
+ * Two echo servers (killed with `procs`) and the resources of the ADS traffic tests: the Istio fixture set
+ * on free ports, plus ECHO as an EDS cluster on echo-a behind a plain listener on `ports.echo`.
+ */
+export async function echoWorld(procs: { kill(s?: NodeJS.Signals): unknown }[]) {
+  const echoA = await startEcho('echo-a');
+  const echoB = await startEcho('echo-b');
+  procs.push(echoA.proc, echoB.proc);
+  const ports = { outbound: await freePort(), inbound: await freePort(), echo: await freePort() };
+  const resources = [...istioFixtureSet(ports), edsCluster(ECHO), cla(ECHO, [{ address: '127.0.0.1', port: echoA.port }]), tcpListener('echo-listener', '127.0.0.1', ports.echo, ECHO)];
+  return { echoA, echoB, ports, resources };
+}
 
 /** A tcp_proxy listener: bound (a plain listener) or, with bindToPort false, Istio's ClusterIP_PORT hand-off target. */
 export const tcpListener = (name: string, address: string, port: number, cluster: string, bindToPort = true): Json => ({

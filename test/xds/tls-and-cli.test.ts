@@ -6,7 +6,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { Proc, writeTemp } from '../helpers/netns.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
@@ -14,9 +13,8 @@ import { decodeBootstrap } from '../../src/config/bootstrap.js';
 import { defaultBootstrap } from '../../src/config/default-bootstrap.js';
 import { adsBootstrap as adsBootstrapFor } from '../../src/xds/bootstrap.js';
 import { resolveXdsTarget } from '../../src/xds/target.js';
-import { AdsServer, adsBootstrap, cla, edsCluster, freePort, type Json, SidecarProc, startEcho, staticCluster, tcpListener, tcpRoundTrip } from './harness.js';
+import { AdsServer, adsBootstrap, cla, ECHO, edsCluster, freePort, type Json, SidecarProc, startEcho, staticCluster, tcpListener, tcpRoundTrip } from './harness.js';
 
-const ECHO = 'outbound|7000||echo.default.svc.cluster.local';
 const opensslProblem = spawnSync('openssl', ['version']).status === 0 ? undefined : 'openssl is not installed';
 
 function makeCerts(): { dir: string; file: (n: string) => string } {
@@ -36,13 +34,6 @@ function makeCerts(): { dir: string; file: (n: string) => string } {
 }
 
 const tlsSocket = (tls: Json) => ({ name: 'envoy.transport_sockets.tls', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', ...tls } });
-
-async function waitReady(s: SidecarProc, timeoutMs = 20_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let status = 0;
-  while (Date.now() < deadline && (status = (await s.get('/ready')).status) !== 200) await sleep(50);
-  return status;
-}
 
 t.test('mutual TLS to istiod from the xds-grpc cluster\'s UpstreamTlsContext', { skip: opensslProblem ?? false }, async (t) => {
   const procs: { kill(s?: NodeJS.Signals): unknown }[] = [];
@@ -72,7 +63,7 @@ t.test('mutual TLS to istiod from the xds-grpc cluster\'s UpstreamTlsContext', {
     }),
   );
   procs.push(good);
-  t.equal(await waitReady(good), 200, 'LIVE over mTLS, verifying istiod by its SAN through sni');
+  t.equal(await good.waitReady(), 200, 'LIVE over mTLS, verifying istiod by its SAN through sni');
   t.match(await tcpRoundTrip('127.0.0.1', port, 'secure'), { ok: true, received: /^secure\necho-tls\|/ });
   t.match(good.proc.lines.find((l) => l.includes('xds: connecting')), /"tls":true/);
   good.kill('SIGKILL');
@@ -164,7 +155,7 @@ t.test('istiod not there at start: not ready, retrying, ready once it comes', as
   t.equal((await sidecar.get('/ready')).status, 503);
   const server = await AdsServer.start({ resources: [], port, label: 'late' });
   procs.push(server);
-  t.equal(await waitReady(sidecar, 35_000), 200, 'an empty config from istiod is a complete config');
+  t.equal(await sidecar.waitReady(35_000), 200, 'an empty config from istiod is a complete config');
   const retries = sidecar.proc.lines.filter((l) => l.includes('xds: stream closed')).map((l) => (JSON.parse(l) as { retryInMs: number }).retryInMs);
   t.ok(retries.length >= 1, `retried ${retries.length} time(s): ${retries.join(', ')} ms`);
   t.ok(retries.every((ms) => ms >= 250 && ms <= 30_000), 'within the jittered backoff bounds');

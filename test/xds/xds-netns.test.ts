@@ -7,10 +7,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { createTopology, iptablesCli, netnsGate, peer, type Proc, runPeer, spawnNode, startSidecar, writeTemp } from '../helpers/netns.js';
-import { AdsServer, adsBootstrap, cla, DSB, edsCluster, type Json, readFixture, startEcho, tcpListener } from './harness.js';
+import { AdsServer, adsBootstrap, cla, DSB, ECHO, edsCluster, type Json, readFixture, startEcho, tcpListener } from './harness.js';
 
 const gate = netnsGate();
-const ECHO = 'outbound|7000||echo.default.svc.cluster.local';
 const CLUSTER_IP = '198.18.0.50';
 
 interface LoopResult {
