@@ -5,7 +5,7 @@
  * (istio.stats, metadata exchange, Lua, TypedStruct…) stays opaque bytes, which keeps start-up cheap and
  * means a filter we do not implement can never break decoding.
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +77,18 @@ export interface XdsProtos {
 
 const loaded = new Map<string, XdsProtos>();
 
+/**
+ * stat(), not existsSync(): existsSync is access(2), which checks the real uid without capabilities, so a
+ * sidecar started as 1337 with CAP_DAC_READ_SEARCH (reading a tree it does not own) would find nothing.
+ */
+function readable(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 /** Loads (once per file set) and returns the schema; `extra` adds .proto files (the test server wants more). */
 export function loadXdsProtos(extra: readonly string[] = []): XdsProtos {
   const files = [...CLIENT_PROTOS, ...extra];
@@ -92,7 +104,7 @@ export function loadXdsProtos(extra: readonly string[] = []): XdsProtos {
   root.resolvePath = (_origin, target) => {
     let path = resolved.get(target);
     if (path === undefined) {
-      path = dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+      path = dirs.map((d) => join(d, target)).find(readable) ?? target;
       resolved.set(target, path);
     }
     return path;

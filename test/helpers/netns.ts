@@ -97,7 +97,9 @@ export function spawnNode(ns: string, script: string, args: string[], opts: Spaw
     cmd.push('setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`);
   }
   cmd.push(process.execPath, script, ...args);
-  const child = spawn(cmd[0]!, cmd.slice(1), { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+  // tap's NODE_OPTIONS hooks write under .tap/ at exit, which a process that dropped root may not do.
+  const env = opts.uid === undefined ? process.env : { ...process.env, NODE_OPTIONS: undefined };
+  const child = spawn(cmd[0]!, cmd.slice(1), { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env });
   return new Proc(child, `${ns}: ${script.split('/').pop()}`);
 }
 
