@@ -145,7 +145,7 @@ t.test('apply errors are explicit', async (t) => {
   const missing: Runner = () => ({ status: null, stdout: '', stderr: '', error: Object.assign(new Error('spawn ENOENT'), { code: 'ENOENT' }) });
   t.throws(() => applyRules(cfg, { run: missing }), /iptables-restore not found in PATH/);
   const failing: Runner = () => ({ status: 2, stdout: '', stderr: "iptables-restore: line 3 failed: Couldn't load target" });
-  t.throws(() => applyRules(cfg, { run: failing }), /iptables-restore --noflush failed \(exit 2\): iptables-restore: line 3 failed/);
+  t.throws(() => applyRules(cfg, { run: failing }), /iptables-restore --noflush --wait failed \(exit 2\): iptables-restore: line 3 failed/);
 
   const calls: string[] = [];
   const recorder: Runner = (cmd, args) => {
@@ -153,7 +153,7 @@ t.test('apply errors are explicit', async (t) => {
     return { status: args.includes('del') ? 2 : 0, stdout: '', stderr: '' };
   };
   t.same(applyRules(parseCaptureArgs(['-m', 'TPROXY']), { run: recorder }).tables, ['mangle', 'nat']);
-  t.ok(calls.includes('iptables-restore --noflush'));
+  t.ok(calls.includes('iptables-restore --noflush --wait'));
   t.ok(calls.includes('ip -f inet route add local default dev lo table 133'));
 });
 

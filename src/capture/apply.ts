@@ -77,7 +77,8 @@ function tryRun(run: Runner, cmd: string, args: string[], input?: string): Comma
 
 function restore(run: Runner, fam: Family, text: string): void {
   try {
-    mustRun(run, fam.restore, ['--noflush'], text);
+    // --wait: with the legacy backend, another iptables user (kube-proxy, a CNI) may hold the xtables lock.
+    mustRun(run, fam.restore, ['--noflush', '--wait'], text);
   } catch (err) {
     const msg = (err as Error).message;
     const hint = /already exists/i.test(msg) ? ' (Istio capture rules are already installed; use --clean first or --reconcile)' : '';
@@ -138,7 +139,7 @@ export function cleanRules(cfg: CaptureConfig, opts: CaptureOptions = {}): Clean
     for (const r of dedupe(builtinRules).reverse()) {
       // -I rules carry a position; deletion matches by spec only.
       const spec = r.params[0] === '-I' ? r.params.slice(3) : r.params.slice(2);
-      if (tryRun(run, fam.iptables, ['-t', r.table, '-D', r.chain, ...spec]).status === 0) result.removedRules++;
+      if (tryRun(run, fam.iptables, ['-w', '-t', r.table, '-D', r.chain, ...spec]).status === 0) result.removedRules++;
     }
     for (const table of CAPTURE_TABLES) {
       const saved = tryRun(run, fam.save, ['-t', table]);
@@ -154,7 +155,7 @@ export function cleanRules(cfg: CaptureConfig, opts: CaptureOptions = {}): Clean
       if (chains.length === 0 && deletes.length === 0) continue;
       // Flush all before deleting any, since Istio chains jump to each other.
       const text = [`*${table}`, ...deletes, ...chains.map((c) => `-F ${c}`), ...chains.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
-      mustRun(run, fam.restore, ['--noflush'], text);
+      mustRun(run, fam.restore, ['--noflush', '--wait'], text);
       result.removedRules += deletes.length;
       for (const c of chains) result.removedChains.push(`${fam.name === 'ipv6' ? 'ip6:' : ''}${table}/${c}`);
     }

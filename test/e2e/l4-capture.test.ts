@@ -92,7 +92,7 @@ t.test('transparent L4 sidecar in network namespaces', { skip: gate.skip }, asyn
   await serve(topo.app, 'app', '0.0.0.0', 9090);
 
   iptablesCli(topo.app); // Istio's injection defaults
-  const sidecar = await startSidecar(topo.app, ['-c', writeTemp('l4.json', bootstrap(topo)), '--drain-timeout', '3s']);
+  const sidecar = await startSidecar(topo.app, ['-c', writeTemp('l4.json', bootstrap(topo)), '--drain-timeout', '20s']);
   procs.push(sidecar);
   const client = (ns: string, host: string, port: number, ...parts: string[]) => runPeer<ClientResult>(ns, 'tcp-client', host, String(port), ...parts);
 

@@ -56,7 +56,7 @@ export class Proc {
   }
 
   /** The first line (already seen or still to come) that satisfies `pred`. */
-  waitFor(pred: (line: string) => boolean, timeoutMs = 10_000): Promise<string> {
+  waitFor(pred: (line: string) => boolean, timeoutMs = 30_000): Promise<string> {
     const seen = this.lines.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {

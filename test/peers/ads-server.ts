@@ -45,6 +45,7 @@ import { digestOf } from '../../src/xds/any.js';
 import { fromProto3Json, TO_OBJECT } from '../../src/xds/proto-json.js';
 import { DELTA_METHOD, DUMP_PROTOS, loadXdsProtos, SOTW_METHOD } from '../../src/xds/protos.js';
 import { kindOfTypeUrl, type ResourceKind, TYPE_URL, WILDCARD } from '../../src/xds/type-urls.js';
+import { exitWhenStdinCloses } from './lifeline.js';
 
 const { values } = parseArgs({
   options: {
@@ -409,6 +410,7 @@ if (values.resources) {
 }
 
 await start();
+exitWhenStdinCloses();
 
 let queue = Promise.resolve();
 createInterface({ input: process.stdin }).on('line', (line) => {

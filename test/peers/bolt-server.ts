@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { format, parseArgs } from 'node:util';
 import sofa from 'sofa-rpc-node';
+import { exitWhenStdinCloses } from './lifeline.js';
 
 const { values } = parseArgs({
   options: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'string', default: '0' }, name: { type: 'string' } },
@@ -77,3 +78,4 @@ const stop = () => {
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+exitWhenStdinCloses(stop);

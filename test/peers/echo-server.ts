@@ -4,6 +4,7 @@
  * usage: echo-server NAME HOST PORT — prints {"ready":true,"port":N} once listening.
  */
 import { createServer } from 'node:net';
+import { exitWhenStdinCloses } from './lifeline.js';
 
 const [name = 'echo', host = '0.0.0.0', port = '0'] = process.argv.slice(2);
 
@@ -17,3 +18,4 @@ server.listen(Number(port), host, () => {
   process.stdout.write(`${JSON.stringify({ ready: true, port: typeof a === 'object' && a ? a.port : 0 })}\n`);
 });
 process.on('SIGTERM', () => process.exit(0));
+exitWhenStdinCloses();

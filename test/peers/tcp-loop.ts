@@ -33,7 +33,10 @@ function once(payload: string): Promise<{ ok: boolean; by?: string; error?: stri
 
 const stats = { ok: 0, failed: 0, errors: {} as Record<string, number>, servedBy: {} as Record<string, number> };
 let running = true;
-createInterface({ input: process.stdin }).once('line', () => (running = false));
+// A line stops the loop; so does EOF, so that a loop whose test was killed does not outlive it.
+const input = createInterface({ input: process.stdin });
+input.once('line', () => (running = false));
+input.once('close', () => (running = false));
 
 for (let i = 0; running; i++) {
   const r = await once(`req-${i}`);

@@ -26,7 +26,7 @@ t.test('ADS delta: the sidecar on DeltaAggregatedResources', async (t) => {
   procs.push(server);
   const sidecar = await SidecarProc.start(adsBootstrap({ xdsAddress: '127.0.0.1', xdsPort: server.port, apiType: 'DELTA_GRPC' }));
   procs.push(sidecar);
-  t.equal(await sidecar.waitReady(10_000), 200, 'LIVE on a delta stream');
+  t.equal(await sidecar.waitReady(), 200, 'LIVE on a delta stream');
 
   await t.test('subscriptions: wildcard CDS/LDS/NDS, named EDS/RDS, every response ACKed', async (t) => {
     await server.initialSequenceDone();

@@ -159,7 +159,7 @@ async function until(cond: () => boolean): Promise<void> {
 }
 
 t.test('warming and initial fetch timeouts let the config go live without what never came', async (t) => {
-  const a = setup({ edsMs: 100 });
+  const a = setup({ edsMs: 1000 });
   await a.send('cluster', 'c1', clusters());
   await a.send('listener', 'l1', []);
   t.equal(a.published.length, 0, 'the EDS cluster is warming');

@@ -173,7 +173,7 @@ export class AdsServer {
    * Waits until the sidecar has answered the last response of its initial sequence (NDS). Readiness comes
    * with the routes, before the NDS request it sends next has necessarily reached this server.
    */
-  async initialSequenceDone(timeoutMs = 10_000): Promise<void> {
+  async initialSequenceDone(timeoutMs = 20_000): Promise<void> {
     await this.waitRequest(0, (r) => r.type === 'nametable' && r.kind === 'ack', timeoutMs);
   }
 
