@@ -169,6 +169,10 @@ async function main(): Promise<void> {
   if (skipHaproxy) console.error(skipHaproxy);
   const proxies: (() => Promise<Proxy>)[] = [
     async () => ({ name: 'direct', target: `127.0.0.1:${r1}`, stop: () => undefined }),
+    async () => {
+      const relay = await start(process.execPath, [join(dist, 'bench/node-relay.js'), String(r1)], (o) => o.ready === true);
+      return { name: 'Node relay', pid: relay.child.pid, target: `127.0.0.1:${relay.first.port as number}`, stop: () => relay.child.kill('SIGKILL') };
+    },
     () => xsidecarCase('xsidecar L4', 'l4', { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'l4', cluster: 'one' } }, [staticCluster('one', [r1!])]),
     () =>
       xsidecarCase(

@@ -1,8 +1,34 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { createRequire } from 'node:module';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 /** One registry for the process, served on /stats/prometheus (admin and 15090). */
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry, prefix: 'xsidecar_process_' });
+
+/**
+ * prom-client's default metrics except `nodejs_gc_duration_seconds`: its PerformanceObserver on GC entries
+ * added about 0.25 ms to the proxy's p99 at 5,000 req/s (A/B, 8 interleaved runs per variant; the rest of
+ * the defaults made no measurable difference). prom-client 15 has no switch for one default metric, so
+ * the others are registered one by one.
+ */
+const DEFAULT_METRICS_BUT_GC = [
+  'processCpuTotal',
+  'processStartTime',
+  'osMemoryHeap',
+  'processOpenFileDescriptors',
+  'processMaxFileDescriptors',
+  'eventLoopLag',
+  'processResources',
+  'processHandles',
+  'processRequests',
+  'heapSizeAndUsed',
+  'heapSpacesSizeAndUsed',
+  'version',
+];
+const promRequire = createRequire(import.meta.url);
+for (const name of DEFAULT_METRICS_BUT_GC) {
+  const register = promRequire(`prom-client/lib/metrics/${name}`) as (r: Registry, config: object) => void;
+  register(registry, { prefix: 'xsidecar_process_', eventLoopMonitoringPrecision: 10 });
+}
 
 const counter = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers: [registry] });
 const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [registry] });
