@@ -4,6 +4,9 @@
  * scheduled: removing an item only marks it (a Set would reallocate as it shrinks), and the bucket is
  * dropped once nothing in it is scheduled — kept until its deadline (30 s out by default) it would
  * outlive thousands of requests and make every garbage collection copy it.
+ *
+ * The timer is set for the earliest bucket, not ticking at the resolution: under steady load every request
+ * is answered long before its deadline, and a 5 ms tick would wake the proxy 200 times a second for nothing.
  */
 export interface HasDeadline {
   deadline: number;
@@ -19,6 +22,8 @@ interface Bucket<T> {
 export class Deadlines<T extends HasDeadline> {
   private readonly buckets = new Map<number, Bucket<T>>();
   private timer: NodeJS.Timeout | undefined;
+  /** The bucket key the timer is set for. */
+  private armedFor = Infinity;
 
   constructor(
     private readonly onExpire: (item: T) => void,
@@ -32,7 +37,7 @@ export class Deadlines<T extends HasDeadline> {
     b.items.push(item);
     b.live++;
     item.bucket = key;
-    this.timer ??= setInterval(this.sweep, this.resolutionMs).unref();
+    if (key < this.armedFor) this.arm(key);
   }
 
   remove(item: T): void {
@@ -43,10 +48,27 @@ export class Deadlines<T extends HasDeadline> {
     if (b && --b.live === 0) this.buckets.delete(key);
   }
 
+  /** Number of buckets holding scheduled items (for tests). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  private arm(key: number): void {
+    clearTimeout(this.timer);
+    this.armedFor = key;
+    this.timer = setTimeout(this.sweep, Math.max(0, key * this.resolutionMs - Date.now())).unref();
+  }
+
   private readonly sweep = () => {
+    this.timer = undefined;
+    this.armedFor = Infinity;
     const now = Math.floor(Date.now() / this.resolutionMs);
+    let next = Infinity;
     this.buckets.forEach((b, key) => {
-      if (key > now) return;
+      if (key > now) {
+        if (key < next) next = key;
+        return;
+      }
       this.buckets.delete(key);
       for (const item of b.items) {
         // Items removed (answered) since, or moved to a later bucket by a retry, are not due.
@@ -55,9 +77,7 @@ export class Deadlines<T extends HasDeadline> {
         this.onExpire(item);
       }
     });
-    if (this.buckets.size === 0) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
+    // onExpire may have scheduled (a retry) and armed the timer already.
+    if (next < this.armedFor) this.arm(next);
   };
 }
