@@ -8,8 +8,8 @@ import { connect, createServer } from 'node:net';
 const upstreamPort = Number(process.argv[2]);
 const server = createServer({ noDelay: true }, (down) => {
   const up = connect({ port: upstreamPort, host: '127.0.0.1', noDelay: true });
-  down.pipe(up).on('error', () => down.destroy());
-  up.pipe(down).on('error', () => up.destroy());
+  down.pipe(up);
+  up.pipe(down);
   down.on('error', () => up.destroy());
   up.on('error', () => down.destroy());
 });

@@ -54,8 +54,7 @@ t.test('ADS state of the world: a sidecar configured by a test istiod', async (t
   });
 
   await t.test('the request sequence istiod sees: order, node, ACKs', async (t) => {
-    await server.initialSequenceDone();
-    const reqs = server.requests();
+    const reqs = await server.initialRequests();
     const first = reqs[0]!;
     t.equal(first.type, 'cluster', 'CDS first');
     t.same(first.names, [], 'wildcard');

@@ -29,8 +29,7 @@ t.test('ADS delta: the sidecar on DeltaAggregatedResources', async (t) => {
   t.equal(await sidecar.waitReady(), 200, 'LIVE on a delta stream');
 
   await t.test('subscriptions: wildcard CDS/LDS/NDS, named EDS/RDS, every response ACKed', async (t) => {
-    await server.initialSequenceDone();
-    const reqs = server.requests();
+    const reqs = await server.initialRequests();
     t.ok(reqs.every((r) => r.api === 'delta'));
     t.match(reqs[0], { type: 'cluster', kind: 'initial', subscribe: [], node: { id: 'sidecar~10.1.2.3~geo-5c54dcd5bd-z5ghf.hr2~hr2.svc.cluster.local' } });
     const initial = reqs.filter((r) => r.kind === 'initial').map((r) => `${r.type}:${(r.subscribe ?? []).join(',')}`);

@@ -166,17 +166,18 @@ export class AdsServer {
   }
 
   /**
+   * Every request of the sidecar's initial sequence, read once it has answered the last response of it (NDS).
+   * Readiness comes with the routes, before the NDS request it sends next has necessarily reached this server.
+   */
+  async initialRequests(timeoutMs = 20_000): Promise<AdsRequest[]> {
+    await this.waitRequest(0, (r) => r.type === 'nametable' && r.kind === 'ack', timeoutMs);
+    return this.requests();
+  }
+
+  /**
    * Every response sent so far, each paired with the sidecar's answer to its nonce. The answer is awaited: the
    * sidecar may be ready (and the test running) before its last ACK has crossed the stream.
    */
-  /**
-   * Waits until the sidecar has answered the last response of its initial sequence (NDS). Readiness comes
-   * with the routes, before the NDS request it sends next has necessarily reached this server.
-   */
-  async initialSequenceDone(timeoutMs = 20_000): Promise<void> {
-    await this.waitRequest(0, (r) => r.type === 'nametable' && r.kind === 'ack', timeoutMs);
-  }
-
   async answered(): Promise<{ response: Json; answer: AdsRequest }[]> {
     const responses = jsonLines<Json>(this.proc).filter((o) => o.event === 'response');
     return Promise.all(responses.map(async (response) => ({ response, answer: await this.waitRequest(0, (r) => r.nonce === response.nonce) })));
