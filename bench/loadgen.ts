@@ -1,6 +1,6 @@
 /**
- * The load generator, a process of its own: real Bolt request frames (the captured sofa-rpc-node
- * request) over C connections.
+ * The load generator, a process of its own: real request frames (the captured sofa-rpc-node request, or
+ * with --protocol dubbo the captured apache-dubbo-consumer one) over C connections.
  *  closed loop:  loadgen HOST:PORT --conns C --inflight D --seconds S           (throughput)
  *  open loop:    loadgen HOST:PORT --conns C --rate R --seconds S               (latency at a fixed rate)
  *  idle conns:   loadgen HOST:PORT --conns C --hold S                           (one request each, then hold)
@@ -8,23 +8,23 @@
  * whatever the answers do, so a stall still shows up as many slow requests.
  * Prints one JSON line: {requests, errors, seconds, rps, p50, p99, p999} (latencies in ms).
  */
-import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
-import { boltCodec } from '../protocols/bolt/index.js';
 import { NEED_MORE } from '../protocols/codec.js';
-import { fixture } from './fixtures.js';
+import { findCodec } from '../protocols/registry.js';
+import { templates } from './fixtures.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { conns: { type: 'string', default: '8' }, inflight: { type: 'string', default: '1' }, rate: { type: 'string' }, seconds: { type: 'string', default: '5' }, hold: { type: 'string' } },
+  options: { conns: { type: 'string', default: '8' }, inflight: { type: 'string', default: '1' }, rate: { type: 'string' }, seconds: { type: 'string', default: '5' }, hold: { type: 'string' }, protocol: { type: 'string', default: 'bolt' } },
 });
 const [host, port] = positionals[0]!.split(':') as [string, string];
 const conns = Number(values.conns);
 const inflight = Number(values.inflight);
 const rate = values.rate ? Number(values.rate) : undefined;
 const seconds = Number(values.seconds);
-const template = readFileSync(fixture('bolt', 'request-plus.bin'));
+const codec = findCodec(values.protocol!)!;
+const template = templates(codec.name).request;
 
 const latencies: number[] = [];
 let errors = 0;
@@ -41,7 +41,7 @@ class Conn {
       this.rest = undefined;
       const now = performance.now();
       while (buf.length > 0) {
-        const f = boltCodec.decode(buf, 1 << 24);
+        const f = codec.decode(buf, 1 << 24);
         if (f === NEED_MORE) {
           this.rest = buf;
           break;
@@ -60,7 +60,7 @@ class Conn {
   send(due: number): void {
     const frame = Buffer.from(template);
     const id = nextId++ >>> 0;
-    boltCodec.setRequestId(frame, id);
+    codec.setRequestId(frame, id);
     this.sent.set(id, due);
     this.socket.write(frame);
   }

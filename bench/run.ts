@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: one run, one machine, four cases side by side — direct, xsidecar at L4, xsidecar with
- * the Bolt codec (routing and per-request load balancing on) and HAProxy in TCP mode — each measured for
+ * `npm run bench`: one run, one machine, cases side by side — direct, a bare Node relay, xsidecar at L4,
+ * xsidecar with the Bolt and the Dubbo codecs (routing and per-request load balancing on) and HAProxy in
+ * TCP mode — each measured for
  * throughput, latency at a fixed rate, CPU time of the proxy process per request and peak RSS, plus the
  * sidecar's RSS with 1,000 open downstream connections. Writes bench/results/report.md and chart.svg.
  */
@@ -56,6 +57,8 @@ interface Proxy {
   pid?: number;
   target: string;
   stop(): void;
+  /** What the load generator speaks through it; Bolt unless said. */
+  protocol?: string;
   /** A fresh instance of the same proxy, for the open-connections memory measurement. */
   fresh?: () => Promise<Proxy>;
 }
@@ -72,8 +75,8 @@ async function xsidecar(name: string, filter: object, clusters: object[]): Promi
   return { name, pid: s.child.pid, target: listeners[0]!.address, stop: () => s.child.kill('SIGKILL') };
 }
 
-async function xsidecarCase(label: string, name: string, filter: object, clusters: object[]): Promise<Proxy> {
-  const make = async () => ({ ...(await xsidecar(name, filter, clusters)), name: label });
+async function xsidecarCase(label: string, name: string, filter: object, clusters: object[], protocol?: string): Promise<Proxy> {
+  const make = async () => ({ ...(await xsidecar(name, filter, clusters)), name: label, protocol });
   return { ...(await make()), fresh: make };
 }
 
@@ -117,7 +120,8 @@ interface Row {
   peakRssMb?: number;
 }
 
-async function measure(p: Proxy, load: string, args: string[], warm: boolean): Promise<Row> {
+async function measure(p: Proxy, load: string, loadArgs: string[], warm: boolean): Promise<Row> {
+  const args = [...loadArgs, '--protocol', p.protocol ?? 'bolt'];
   if (warm) await loadgen(p.target, [...args.filter((a, i) => args[i - 1] !== '--seconds' && a !== '--seconds'), '--seconds', '1']); // warm up the JIT and pools
   const before = p.pid ? cpuTicks(p.pid) : 0;
   const r = await loadgen(p.target, args);
@@ -189,6 +193,23 @@ async function main(): Promise<void> {
         },
         [staticCluster('two', [r1!, r2!])],
       ),
+    // The same work as the Bolt case: routed on the interface (read from the hessian body), balanced per request.
+    () =>
+      xsidecarCase(
+        'xsidecar Dubbo',
+        'dubbo',
+        {
+          name: 'xsidecar.filters.network.xprotocol',
+          typed_config: {
+            '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy',
+            stat_prefix: 'dubbo',
+            protocol: 'dubbo',
+            route_config: { virtual_hosts: [{ name: 'svc', domains: ['*'], routes: [{ match: { prefix: '/', headers: [{ name: 'service', string_match: { prefix: 'com.example.' } }] }, route: { cluster: 'two' } }] }] },
+          },
+        },
+        [staticCluster('two', [r1!, r2!])],
+        'dubbo',
+      ),
     ...(skipHaproxy ? [] : [() => haproxy(r1!)]),
   ];
   const loads: [string, string[]][] = [
@@ -206,7 +227,7 @@ async function main(): Promise<void> {
     for (const p of running) {
       const row = medianRow(runs.get(p)!);
       byCase.get(p)!.push(row);
-      console.error(`${row.case.padEnd(14)} ${row.load.padEnd(24)} ${String(row.rps).padStart(7)} rps  p99 ${fmt(row.p99)} ms (runs: ${row.p99s.join(', ')})  cpu ${fmt(row.cpuUsPerReq)} µs/req`);
+      console.error(`${row.case.padEnd(15)} ${row.load.padEnd(24)} ${String(row.rps).padStart(7)} rps  p99 ${fmt(row.p99)} ms (runs: ${row.p99s.join(', ')})  cpu ${fmt(row.cpuUsPerReq)} µs/req`);
     }
   }
   const rows = running.flatMap((p) => byCase.get(p)!);

@@ -44,7 +44,7 @@ t.test('invalid bootstraps are rejected with the field path', async (t) => {
   rejects(t, (b) => (b.static_resources.listeners[1].address.socket_address.port_value = 15001), 'static_resources.listeners[1].address', /already used/);
   rejects(t, (b) => (b.static_resources.listeners[0].filter_chains = 'x'), 'static_resources.listeners[0].filter_chains', /expected a list/);
   rejects(t, (b) => (b.static_resources.listeners[0].filter_chains[0].filters = [{ name: 'envoy.filters.network.redis_proxy' }]), 'static_resources.listeners[0].filter_chains[0].filters', /no terminal network filter/);
-  rejects(t, (b) => (b.static_resources.listeners[0].filter_chains[1].filters[0] = { name: 'x', typed_config: { '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy', protocol: 'bolts', cluster: 'BlackHoleCluster' } }), 'static_resources.listeners[0].filter_chains[1].filters[0].typed_config.protocol', /unknown protocol "bolts" \(known: bolt\)/);
+  rejects(t, (b) => (b.static_resources.listeners[0].filter_chains[1].filters[0] = { name: 'x', typed_config: { '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy', protocol: 'bolts', cluster: 'BlackHoleCluster' } }), 'static_resources.listeners[0].filter_chains[1].filters[0].typed_config.protocol', /unknown protocol "bolts" \(known: bolt, dubbo, hsf\)/);
   rejects(t, (b) => (b.dynamic_resources = { ads_config: { api_type: 'REST', grpc_services: [] } }), 'dynamic_resources.ads_config.api_type', /expected GRPC or DELTA_GRPC/);
 });
 

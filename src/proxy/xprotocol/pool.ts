@@ -81,6 +81,9 @@ class UpstreamConnection {
   sendOneway(frame: Frame, writer: Throttle): void {
     this.lastActive = Date.now();
     if (this.queue) return; // dropped before connect: oneway promises nothing, and nobody waits
+    // An id of ours that no request holds: some providers answer oneway calls, and the caller's own id
+    // could then complete another caller's request.
+    this.pool.codec.setRequestId(frame.raw, this.pending.allocate(this.keepaliveId));
     batch.write(this.socket, frame.raw, writer);
   }
 
@@ -115,12 +118,12 @@ class UpstreamConnection {
       }
       buf = buf.subarray(r.raw.length);
       this.input.consume(r.raw.length);
-      if (r.kind !== 'response') continue; // requests from a server are not part of our protocol contract
-      const id = numericId(r.requestId);
-      if (r.heartbeat && id === this.keepaliveId) {
-        this.keepaliveId = -1;
+      if (r.heartbeat) {
+        this.onHeartbeat(r);
         continue;
       }
+      if (r.kind !== 'response') continue; // other requests from a server are not part of our protocol contract
+      const id = numericId(r.requestId);
       const p = this.pending.get(id);
       if (!p) {
         rpcStats(codec.name, this.pool.cluster.name).lateResponses++; // its caller had its timeout reply
@@ -131,6 +134,15 @@ class UpstreamConnection {
       p.owner.complete(p, r);
     }
     this.closeIfDrained();
+  }
+
+  /**
+   * Providers probe idle connections too (and close them after a few silent probes): answer theirs. Any
+   * heartbeat reply proves the peer alive, whatever its id: some providers answer with id 0.
+   */
+  private onHeartbeat(r: Frame): void {
+    if (r.kind === 'request') batch.write(this.socket, this.pool.codec.heartbeatReply(r));
+    else this.keepaliveId = -1;
   }
 
   private onClosed(reason: string): void {

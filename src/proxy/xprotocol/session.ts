@@ -34,7 +34,8 @@ function retriable(policy: RetryPolicy, kind: ErrorKind, sent: boolean): boolean
 
 interface Target {
   readonly cluster: ClusterState;
-  readonly timeoutMs: number;
+  /** The route's `timeout`, when it sets one. */
+  readonly routeTimeoutMs: number | undefined;
   readonly retry: RetryPolicy;
 }
 
@@ -122,7 +123,10 @@ export class Session implements PendingOwner {
     }
     stats.requests++;
     const p = new Pending(this, frame, host, target.cluster, stats, target.retry);
-    p.deadline = Date.now() + (frame.timeoutMs ?? target.timeoutMs);
+    // The caller's own deadline, tightened by the route's: an operator can shorten it, never lengthen it.
+    const own = frame.timeoutMs ?? Infinity;
+    const limit = Math.min(own, target.routeTimeoutMs ?? Infinity);
+    p.deadline = Date.now() + (limit === Infinity ? this.opts.defaultTimeoutMs : limit);
     deadlines.add(p);
     this.inFlight++;
     host.active++;
@@ -133,7 +137,7 @@ export class Session implements PendingOwner {
   private target(frame: Frame): Target | string {
     const { opts, ctx } = this;
     let clusterName = opts.cluster;
-    let timeoutMs = opts.defaultTimeoutMs;
+    let routeTimeoutMs: number | undefined;
     let retry = DEFAULT_RETRY;
     const routes = opts.routes?.();
     if (routes) {
@@ -141,13 +145,13 @@ export class Session implements PendingOwner {
       const action = selectRoute(routes, frame, this.dstHost.vh);
       if (!action) return `no route for ${frame.header('service') ?? '?'}/${frame.header('method') ?? '?'} to ${ctx.destination.address}:${ctx.destination.port}`;
       clusterName = action.cluster ?? pickWeighted(action.weightedClusters);
-      if (action.timeoutMs) timeoutMs = action.timeoutMs;
+      if (action.timeoutMs) routeTimeoutMs = action.timeoutMs;
       retry = action.retryPolicy ?? DEFAULT_RETRY;
     }
     if (clusterName === undefined) return 'no route configured';
     const cluster = ctx.clusters.get(clusterName);
     if (!cluster) return `cluster ${clusterName} not found`;
-    return { cluster, timeoutMs, retry };
+    return { cluster, routeTimeoutMs, retry };
   }
 
   /** Answers first, settles after: settling the last request of a half-closed caller ends its socket. */

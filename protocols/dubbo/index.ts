@@ -1,0 +1,15 @@
+import type { Codec } from '../codec.js';
+import { decode, match } from './decode.js';
+import { errorResponse, heartbeatReply, keepalive, setRequestId } from './encode.js';
+
+/** Apache Dubbo 2 (the `dubbo://` protocol): multiplexed, 64-bit ids, hessian2 bodies read header-first. */
+export const dubboCodec: Codec = {
+  name: 'dubbo',
+  poolMode: 'multiplex',
+  match,
+  decode,
+  setRequestId,
+  heartbeatReply,
+  keepalive,
+  errorResponse,
+};
