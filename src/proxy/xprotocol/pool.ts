@@ -3,6 +3,7 @@ import { type Codec, CodecError, type Frame, NEED_MORE } from '../../../protocol
 import type { Cluster } from '../../config/model.js';
 import { log } from '../../observe/log.js';
 import { metrics, rpcMetrics } from '../../observe/metrics.js';
+import { throttled } from '../../observe/throttle.js';
 import { connectUpstream } from '../../upstream/connect.js';
 import type { Host } from '../../upstream/host.js';
 import type { Throttle } from './batch.js';
@@ -112,7 +113,7 @@ class UpstreamConnection {
       if (r === NEED_MORE) break;
       if (r instanceof CodecError) {
         rpcMetrics.codecErrors.inc({ protocol: codec.name, direction: 'upstream', reason: r.reason });
-        log.warn({ upstream: this.pool.host.key, err: r.message }, 'upstream sent a bad frame, closing the connection');
+        throttled.warn('bad frame from upstream', { upstream: this.pool.host.key, err: r.message }, 'upstream sent a bad frame, closing the connection');
         this.socket.destroy();
         break;
       }
@@ -137,12 +138,23 @@ class UpstreamConnection {
   }
 
   /**
-   * Providers probe idle connections too (and close them after a few silent probes): answer theirs. Any
-   * heartbeat reply proves the peer alive, whatever its id: some providers answer with id 0.
+   * Providers probe idle connections too, and close them after a few unanswered probes: answer theirs. Any
+   * heartbeat reply proves the peer alive, whatever its id (some providers answer with id 0). A reply we
+   * did not ask for is such a provider's probe in disguise (Node's Dubbo provider probes with a response
+   * frame): it gets a probe of ours, whose reply then ends the exchange.
    */
   private onHeartbeat(r: Frame): void {
     if (r.kind === 'request') batch.write(this.socket, this.pool.codec.heartbeatReply(r));
-    else this.keepaliveId = -1;
+    else if (this.keepaliveId >= 0) this.keepaliveId = -1;
+    else this.probe(Date.now());
+  }
+
+  private probe(now: number): void {
+    const id = this.pending.allocate();
+    this.keepaliveId = id;
+    this.keepaliveSent = now;
+    this.lastActive = now;
+    this.socket.write(this.pool.codec.keepalive(id));
   }
 
   private onClosed(reason: string): void {
@@ -162,17 +174,11 @@ class UpstreamConnection {
   tick(now: number): void {
     if (this.closed || this.queue) return;
     if (this.keepaliveId >= 0 && now - this.keepaliveSent > KEEPALIVE_TIMEOUT_MS) {
-      log.warn({ upstream: this.pool.host.key }, 'keepalive unanswered, closing the upstream connection');
+      throttled.warn('keepalive unanswered', { upstream: this.pool.host.key }, 'keepalive unanswered, closing the upstream connection');
       this.socket.destroy();
       return;
     }
-    if (this.keepaliveId < 0 && now - this.lastActive >= KEEPALIVE_INTERVAL_MS) {
-      const id = this.pending.allocate();
-      this.keepaliveId = id;
-      this.keepaliveSent = now;
-      this.lastActive = now;
-      this.socket.write(this.pool.codec.keepalive(id));
-    }
+    if (this.keepaliveId < 0 && now - this.lastActive >= KEEPALIVE_INTERVAL_MS) this.probe(now);
   }
 
   drain(): void {
