@@ -59,6 +59,23 @@ export class CodecError extends Error {
   }
 }
 
+/**
+ * gRPC status codes: the engine reports every RPC outcome in gRPC's terms (what Istio's dashboards and
+ * Kiali draw for RPC) and retry policies name them (`retry_on: unavailable,resource-exhausted`).
+ */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const;
+
 export interface Codec {
   readonly name: string;
   /** multiplex: many requests in flight per connection, matched by id. pingpong: one at a time. */
@@ -78,4 +95,6 @@ export interface Codec {
   keepalive(id: RequestId): Buffer;
   /** A protocol-native error response to `request`; null when the protocol cannot answer it (oneway). */
   errorResponse(request: Frame, kind: ErrorKind, message: string): Buffer | null;
+  /** A response's status as the gRPC status it means (see each codec's README table). */
+  grpcStatus(response: Frame): number;
 }

@@ -1,5 +1,5 @@
 import { crc32 } from 'node:zlib';
-import type { ErrorKind, Frame, RequestId } from '../codec.js';
+import { type ErrorKind, type Frame, GrpcStatus, type RequestId } from '../codec.js';
 import { CMD_HEARTBEAT, CMD_RESPONSE, CODEC_PROTOBUF, Status, hasCrc, shift } from './constants.js';
 import { ERROR_CLASS, errorBody } from './hessian.js';
 
@@ -81,3 +81,16 @@ export function errorResponse(request: Frame, kind: ErrorKind, message: string):
     ? reply(req, CMD_RESPONSE, STATUS[kind], ERROR_CLASS, PB_ERROR_HEADER, Buffer.from(text))
     : reply(req, CMD_RESPONSE, STATUS[kind], ERROR_CLASS, undefined, errorBody(text));
 }
+
+/** sofa-bolt ResponseStatus as gRPC: what the status says happened, not who caused it. */
+const GRPC: Record<number, number> = {
+  [Status.SUCCESS]: GrpcStatus.OK,
+  [Status.SERVER_EXCEPTION]: GrpcStatus.INTERNAL,
+  [Status.SERVER_THREADPOOL_BUSY]: GrpcStatus.RESOURCE_EXHAUSTED,
+  [Status.NO_PROCESSOR]: GrpcStatus.UNIMPLEMENTED,
+  [Status.TIMEOUT]: GrpcStatus.DEADLINE_EXCEEDED,
+  [Status.CODEC_EXCEPTION]: GrpcStatus.INVALID_ARGUMENT,
+  [Status.CONNECTION_CLOSED]: GrpcStatus.UNAVAILABLE,
+};
+
+export const grpcStatus = (response: Frame): number => GRPC[response.status ?? 0] ?? GrpcStatus.UNKNOWN;

@@ -1,6 +1,6 @@
 import type { Codec } from '../codec.js';
 import { decode, match } from './decode.js';
-import { errorResponse, heartbeatReply, keepalive, setRequestId } from './encode.js';
+import { errorResponse, grpcStatus, heartbeatReply, keepalive, setRequestId } from './encode.js';
 
 /** Bolt v1 and v2 (SOFARPC's transport): multiplexed, 32-bit ids, deadlines and headers in the frame. */
 export const boltCodec: Codec = {
@@ -12,4 +12,5 @@ export const boltCodec: Codec = {
   heartbeatReply,
   keepalive,
   errorResponse,
+  grpcStatus,
 };

@@ -1,4 +1,4 @@
-import type { ErrorKind, Frame, RequestId } from '../codec.js';
+import { type ErrorKind, type Frame, GrpcStatus, type RequestId } from '../codec.js';
 import { FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY, HEADER, HESSIAN2, MAGIC_HI, MAGIC_LO, SERIALIZATION_MASK, Status } from './constants.js';
 
 export function setRequestId(raw: Buffer, id: RequestId): void {
@@ -67,3 +67,19 @@ export function errorResponse(request: Frame, kind: ErrorKind, message: string):
   const ser = request.raw[2]! & SERIALIZATION_MASK;
   return frame(ser, STATUS[kind], request.requestId, hessianString(`xsidecar ${kind}: ${message}`));
 }
+
+/** Dubbo's response status as gRPC. An exception the service threw travels with status OK (20), as in Dubbo. */
+const GRPC: Record<number, number> = {
+  [Status.OK]: GrpcStatus.OK,
+  [Status.CLIENT_TIMEOUT]: GrpcStatus.DEADLINE_EXCEEDED,
+  [Status.SERVER_TIMEOUT]: GrpcStatus.DEADLINE_EXCEEDED,
+  [Status.BAD_REQUEST]: GrpcStatus.INVALID_ARGUMENT,
+  [Status.BAD_RESPONSE]: GrpcStatus.INTERNAL,
+  [Status.SERVICE_NOT_FOUND]: GrpcStatus.UNIMPLEMENTED,
+  [Status.SERVICE_ERROR]: GrpcStatus.INTERNAL,
+  [Status.SERVER_ERROR]: GrpcStatus.INTERNAL,
+  [Status.CLIENT_ERROR]: GrpcStatus.INTERNAL,
+  [Status.SERVER_THREADPOOL_EXHAUSTED_ERROR]: GrpcStatus.RESOURCE_EXHAUSTED,
+};
+
+export const grpcStatus = (response: Frame): number => (response.ok ? GrpcStatus.OK : GRPC[response.status!] ?? GrpcStatus.UNKNOWN);

@@ -1,6 +1,6 @@
 import type { Codec } from '../codec.js';
 import { decode, match } from './decode.js';
-import { errorResponse, heartbeatReply, keepalive, setRequestId } from './encode.js';
+import { errorResponse, grpcStatus, heartbeatReply, keepalive, setRequestId } from './encode.js';
 
 /** Apache Dubbo 2 (the `dubbo://` protocol): multiplexed, 64-bit ids, hessian2 bodies read header-first. */
 export const dubboCodec: Codec = {
@@ -12,4 +12,5 @@ export const dubboCodec: Codec = {
   heartbeatReply,
   keepalive,
   errorResponse,
+  grpcStatus,
 };

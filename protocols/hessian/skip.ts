@@ -110,15 +110,16 @@ function utf8(b: Buffer, pos: number, end: number, chars: number): number {
 /** Chunked strings ('R'…'S') and binaries ('A'…'B'); a chunk's length is in units, then the final chunk. */
 function chunks(b: Buffer, pos: number, end: number, text: boolean): number {
   for (;;) {
-    if (pos + 3 > end) return BAD;
+    if (pos >= end) return BAD;
     const t = b[pos]!;
-    const len = b.readUInt16BE(pos + 1);
     const more = text ? t === 0x52 : t === 0x41;
     if (!more && t !== (text ? 0x53 : 0x42)) {
-      // The final chunk may also be written in a short form.
-      if (text ? t <= 0x1f || (t >= 0x30 && t <= 0x33) : t >= 0x20 && t <= 0x37) return skipValue(b, pos, end);
+      // The final chunk may also be written in a short form (as short as one byte, at the very end).
+      if (text ? t <= 0x1f || (t >= 0x30 && t <= 0x33) : (t >= 0x20 && t <= 0x2f) || (t >= 0x34 && t <= 0x37)) return skipValue(b, pos, end);
       return BAD;
     }
+    if (pos + 3 > end) return BAD;
+    const len = b.readUInt16BE(pos + 1);
     pos = text ? utf8(b, pos + 3, end, len) : fixed(pos + 3, len, end);
     if (pos === BAD || !more) return pos;
   }
@@ -185,15 +186,19 @@ function entries(b: Buffer, pos: number, end: number, classes: ClassTable, depth
 }
 
 function classDef(b: Buffer, pos: number, end: number, classes: ClassTable, depth: number): number {
-  pos = skipValue(b, pos, end, classes, depth + 1); // the class name, a string
-  const at = pos === BAD ? BAD : skipInt(b, pos, end);
-  if (at === BAD) return BAD;
-  const n = readIntAt(b, pos);
-  if (n < 0 || n > end - at) return BAD;
-  pos = items(b, at, end, classes, n, depth); // the field names
-  if (pos === BAD) return BAD;
-  classes.push(n);
-  return skipValue(b, pos, end, classes, depth);
+  // Definitions in a row are a loop, not a recursion: a hostile chain of them must not exhaust the stack.
+  for (;;) {
+    pos = skipValue(b, pos, end, classes, depth + 1); // the class name, a string
+    const at = pos === BAD ? BAD : skipInt(b, pos, end);
+    if (at === BAD) return BAD;
+    const n = readIntAt(b, pos);
+    if (n < 0 || n > end - at) return BAD;
+    pos = items(b, at, end, classes, n, depth); // the field names
+    if (pos === BAD) return BAD;
+    classes.push(n);
+    if (pos >= end || b[pos] !== 0x43) return skipValue(b, pos, end, classes, depth);
+    pos++;
+  }
 }
 
 function fields(b: Buffer, pos: number, end: number, classes: ClassTable, ref: number, depth: number): number {
@@ -215,6 +220,25 @@ export function stringBounds(b: Buffer, pos: number, end: number): { start: numb
 }
 
 /**
+ * Text of a string's bytes. Java and hessian.js write a character outside the BMP as two 3-byte surrogates
+ * (CESU-8), which Node's UTF-8 decoder turns into U+FFFD: only then is it decoded unit by unit.
+ */
+function decode(b: Buffer, start: number, end: number): string {
+  const s = b.toString('utf8', start, end);
+  if (!s.includes('\ufffd')) return s;
+  let out = '';
+  for (let p = start; p < end; ) {
+    const c = b[p]!;
+    const n = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    out += n === 3 && p + 3 <= end
+      ? String.fromCharCode(((c & 0x0f) << 12) | ((b[p + 1]! & 0x3f) << 6) | (b[p + 2]! & 0x3f))
+      : b.toString('utf8', p, Math.min(p + n, end));
+    p += n;
+  }
+  return out;
+}
+
+/**
  * The string at `pos` (any form, chunked too), or null for 'N', or undefined when the value is not a string;
  * `next` is set to where it ends. Used for the handful of names a route reads, so it favours clarity.
  */
@@ -226,7 +250,7 @@ export function readString(b: Buffer, pos: number, end: number, next: { pos: num
   const plain = stringBounds(b, pos, end);
   if (plain) {
     next.pos = plain.end;
-    return b.toString('utf8', plain.start, plain.end);
+    return decode(b, plain.start, plain.end);
   }
   if (pos >= end || b[pos] !== 0x52) return undefined;
   const stop = chunks(b, pos, end, true);
@@ -237,11 +261,11 @@ export function readString(b: Buffer, pos: number, end: number, next: { pos: num
     if (t === 0x52 || t === 0x53) {
       const s = p + 3;
       const e = utf8(b, s, stop, b.readUInt16BE(p + 1));
-      out += b.toString('utf8', s, e);
+      out += decode(b, s, e);
       p = e;
     } else {
       const last = stringBounds(b, p, stop)!;
-      out += b.toString('utf8', last.start, last.end);
+      out += decode(b, last.start, last.end);
       p = last.end;
     }
   }

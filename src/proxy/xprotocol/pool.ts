@@ -5,6 +5,7 @@ import { log } from '../../observe/log.js';
 import { metrics, rpcMetrics } from '../../observe/metrics.js';
 import { throttled } from '../../observe/throttle.js';
 import { connectUpstream } from '../../upstream/connect.js';
+import { transportFor } from '../../upstream/tls-origination.js';
 import type { Host } from '../../upstream/host.js';
 import type { Throttle } from './batch.js';
 import { batch } from './engine-state.js';
@@ -40,7 +41,7 @@ class UpstreamConnection {
     const { host, cluster } = pool;
     metrics.upstreamCx.inc({ cluster: cluster.name });
     this.socket = connectUpstream(
-      { address: host.address, port: host.port, timeoutMs: cluster.connectTimeoutMs, localAddress: cluster.upstreamBindAddress },
+      { address: host.address, port: host.port, timeoutMs: cluster.connectTimeoutMs, localAddress: cluster.upstreamBindAddress, transport: transportFor(cluster, host.transportSocketMatch) },
       (err) => (err ? this.onConnectFailed(err) : this.onConnected()),
     );
   }
@@ -54,6 +55,12 @@ class UpstreamConnection {
     s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('error', (err) => log.debug({ upstream: this.pool.host.key, err: err.message }, 'upstream connection error'));
     s.on('close', () => this.onClosed('upstream connection closed'));
+    // Upstream sockets allow half-close (for L4): a provider's FIN here means it is gone, and what is in
+    // flight will never be answered. Fail it now rather than at its deadline.
+    s.on('end', () => {
+      this.onClosed('upstream connection closed');
+      s.destroy();
+    });
     const queued = this.queue!;
     this.queue = undefined;
     for (const p of queued) this.write(p);
