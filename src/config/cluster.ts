@@ -8,21 +8,39 @@ import {
   type LbPolicy,
 } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
+import { decodeClusterTransportSocket, decodeTransportSocketMatches } from './tls-context.js';
+import { decodeCircuitBreakers, decodeHealthChecks, decodeOutlierDetection } from './resilience.js';
+import { codecs } from '../../protocols/registry.js';
 
 const LB_POLICIES = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RING_HASH', 'RANDOM', 'UNUSED_4', 'MAGLEV', 'CLUSTER_PROVIDED', 'LOAD_BALANCING_POLICY_CONFIG'] as const;
 
 const CLUSTER_IGNORED = [
-  'circuit_breakers', 'typed_extension_protocol_options', 'filters', 'transport_socket_matches', 'transport_socket',
-  'common_lb_config', 'metadata', 'outlier_detection', 'dns_lookup_family', 'max_requests_per_connection',
+  'typed_extension_protocol_options', 'filters',
+  'common_lb_config', 'metadata', 'dns_lookup_family', 'max_requests_per_connection',
   'http2_protocol_options', 'http_protocol_options', 'common_http_protocol_options', 'alt_stat_name',
   'cleanup_interval', 'dns_refresh_rate', 'respect_dns_ttl', 'upstream_connection_options', 'lb_subset_config',
   'least_request_lb_config', 'round_robin_lb_config', 'original_dst_lb_config', 'ring_hash_lb_config',
-  'per_connection_buffer_limit_bytes', 'track_cluster_stats', 'track_timeout_budgets', 'health_checks',
+  'per_connection_buffer_limit_bytes', 'track_cluster_stats', 'track_timeout_budgets',
   'close_connections_on_host_health_failure', 'ignore_health_on_host_removal', 'protocol_selection',
   'load_balancing_policy', 'dns_resolution_config', 'typed_dns_resolver_config', 'wait_for_warm_on_init',
 ];
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+
+/** metadata.filter_metadata["envoy.transport_socket_match"] as strings (Istio sets `tlsMode: istio`). */
+function transportSocketMatchOf(md: ObjReader | undefined): Record<string, string> | undefined {
+  const fm = md?.value.filter_metadata ?? md?.value.filterMetadata;
+  const m = (fm as Record<string, unknown> | undefined)?.['envoy.transport_socket_match'];
+  if (typeof m !== 'object' || m === null) return undefined;
+  return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+}
+
+/** metadata.filter_metadata.istio.workload, for telemetry's destination_* labels. */
+function istioWorkload(md: unknown): string | undefined {
+  const m = md as { filter_metadata?: Record<string, unknown>; filterMetadata?: Record<string, unknown> } | null | undefined;
+  const istio = (m?.filter_metadata ?? m?.filterMetadata)?.istio as { workload?: unknown } | undefined;
+  return typeof istio?.workload === 'string' && istio.workload !== '' ? istio.workload : undefined;
+}
 
 export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeContext, opts: { hostnames?: boolean } = {}): ClusterLoadAssignment {
   const r = ObjReader.of(value, path, ctx);
@@ -43,8 +61,10 @@ export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeCo
         weight: lb.int('load_balancing_weight', 1, 2 ** 32 - 1) ?? 1,
         health: lb.enumOf('health_status', HEALTH_STATUSES, 'UNKNOWN'),
         priority,
+        transportSocketMatch: transportSocketMatchOf(lb.obj('metadata')),
+        workload: istioWorkload(lb.raw('metadata')),
       });
-      lb.ignore('metadata', 'endpoint_name');
+      lb.ignore('endpoint_name');
       lb.done();
     }
     locality.ignore('locality', 'load_balancing_weight', 'metadata', 'proximity', 'leds_cluster_locality_config');
@@ -88,6 +108,11 @@ export function decodeCluster(value: unknown, path: string, ctx: DecodeContext):
     loadAssignment: type === 'EDS' ? undefined : loadAssignment,
     edsServiceName,
     upstreamBindAddress,
+    transportSocketMatches: decodeTransportSocketMatches(r),
+    transportSocket: decodeClusterTransportSocket(r),
+    circuitBreakers: decodeCircuitBreakers(r.obj('circuit_breakers')),
+    outlierDetection: decodeOutlierDetection(r.obj('outlier_detection')),
+    healthChecks: decodeHealthChecks(r.objList('health_checks'), codecs.map((c) => c.name)),
     raw: value,
   };
   r.ignore(...CLUSTER_IGNORED);

@@ -1,5 +1,6 @@
-import type { HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, StringMatcher, VirtualHost } from './model.js';
+import type { HeaderMatcher, Route, RouteAction, RouteConfiguration, StringMatcher, VirtualHost } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
+import { decodeFault, decodeLocalRateLimit, decodeRetryPolicy } from './resilience.js';
 
 /** Envoy regexes are RE2 and must match the whole input. */
 function compileRegex(at: string, pattern: string, ignoreCase = false): RegExp {
@@ -55,18 +56,6 @@ function decodeHeaderMatcher(h: ObjReader): HeaderMatcher {
   return { name, match, present, invert };
 }
 
-function decodeRetryPolicy(r: ObjReader | undefined): RetryPolicy | undefined {
-  if (!r) return undefined;
-  const policy = {
-    numRetries: r.int('num_retries', 0, 2 ** 32 - 1) ?? 1,
-    retryOn: r.str('retry_on', '').split(',').map((s) => s.trim()).filter(Boolean),
-  };
-  if (r.durationMs('per_try_timeout')) r.ctx.warnings.push(`${r.at('per_try_timeout')}: not enforced; the request's own deadline covers every try`);
-  r.ignore('retry_host_predicate', 'host_selection_retry_max_attempts', 'retriable_status_codes', 'retriable_headers', 'retry_back_off', 'retry_priority', 'rate_limited_retry_back_off', 'retriable_request_headers', 'per_try_idle_timeout', 'retry_options_predicates');
-  r.done();
-  return policy;
-}
-
 function decodeRouteAction(a: ObjReader): RouteAction {
   const cluster = a.str('cluster');
   const wc = a.obj('weighted_clusters');
@@ -108,9 +97,11 @@ function decodeRoute(r: ObjReader, index: number): Route {
   m.ignore('case_sensitive', 'query_parameters', 'grpc', 'runtime_fraction', 'tls_context', 'dynamic_metadata');
   m.done();
   const ra = r.obj('route');
-  const action = ra ? decodeRouteAction(ra) : undefined;
-  if (!ra) r.ctx.warnings.push(`${r.path}: only route actions are implemented; redirects and direct responses answer "no route"`);
+  const fault = decodeFault(r);
+  const rateLimit = decodeLocalRateLimit(r);
   const name = r.str('name', `route-${index}`); // read before done(), or every named route warns "unknown field"
+  const action = ra ? { ...decodeRouteAction(ra), fault, rateLimit, routeName: name } : undefined;
+  if (!ra) r.ctx.warnings.push(`${r.path}: only route actions are implemented; redirects and direct responses answer "no route"`);
   r.ignore('direct_response', 'redirect', 'filter_action', 'non_forwarding_action', 'decorator', 'metadata', 'typed_per_filter_config', 'request_headers_to_add', 'request_headers_to_remove', 'response_headers_to_add', 'response_headers_to_remove', 'tracing', 'per_request_buffer_limit_bytes', 'stat_prefix');
   r.done();
   return { name, match: { path, headers }, action };

@@ -1,7 +1,10 @@
 import type { Cluster } from '../config/model.js';
 import { endpointsOf, type Snapshot } from '../config/snapshot.js';
+import { ActiveHealthChecker } from './health-check.js';
 import { Host, hostKey } from './host.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
+import { OutlierDetector } from './outlier.js';
+import { ClusterResources } from './resources.js';
 
 export class ClusterState {
   private usable: Host[] = [];
@@ -10,6 +13,9 @@ export class ClusterState {
     readonly cluster: Cluster,
     readonly hosts: readonly Host[],
     private readonly lb: LoadBalancer,
+    /** Circuit-breaker counts; carried over from the previous state of the same cluster. */
+    readonly resources: ClusterResources = new ClusterResources(cluster.name, cluster.circuitBreakers),
+    readonly outlier?: OutlierDetector,
   ) {
     // Envoy's priority levels: the lowest level that has a usable host takes all traffic.
     const levels = new Map<number, Host[]>();
@@ -32,11 +38,15 @@ export class ClusterState {
     const usable = this.usable;
     if (usable.length === 0) return undefined;
     const host = this.lb.pick(usable);
-    if (host.ejectedUntil === 0) return host;
-    // Recently failed: any host not in that state beats it; if all are, use the LB's choice anyway.
+    if (host.ejectedUntil === 0 && !host.checkFailed && host.outlier.ejectedUntil === 0) return host;
     const now = Date.now();
-    if (host.ejectedUntil <= now) return host;
-    return usable.find((h) => h.ejectedUntil <= now) ?? host;
+    if (host.ejectedUntil <= now && !host.excluded(now)) return host;
+    // Out of rotation (ejected, failing its health check) or just failed to connect: the LB picks again
+    // among the others. When every host is out, all of them serve (Envoy's panic mode) rather than none.
+    const inRotation = usable.filter((h) => !h.excluded(now));
+    if (inRotation.length === 0) return host;
+    const fresh = inRotation.filter((h) => h.ejectedUntil <= now);
+    return this.lb.pick(fresh.length > 0 ? fresh : inRotation);
   }
 
   get usableHosts(): readonly Host[] {
@@ -47,6 +57,7 @@ export class ClusterState {
 /** Turns each Snapshot's clusters and endpoints into live state, reusing Host objects across updates. */
 export class ClusterManager {
   private states = new Map<string, ClusterState>();
+  private readonly checkers = new Map<string, ActiveHealthChecker>();
 
   update(snapshot: Snapshot): void {
     const next = new Map<string, ClusterState>();
@@ -63,12 +74,45 @@ export class ClusterManager {
       // Pools of removed hosts drain: no new requests, in-flight ones finish.
       for (const gone of known.values()) for (const pool of gone.pools.values()) pool.close();
       const lb = createLoadBalancer(cluster.lbPolicy);
-      next.set(cluster.name, new ClusterState(cluster, hosts, lb));
+      const resources = prev?.resources ?? new ClusterResources(cluster.name, cluster.circuitBreakers);
+      resources.limits = cluster.circuitBreakers;
+      next.set(cluster.name, new ClusterState(cluster, hosts, lb, resources, this.outlierFor(cluster, prev, () => next.get(cluster.name)?.hosts ?? [])));
+      this.checkHealth(cluster, hosts);
     }
     for (const [name, gone] of this.states) {
-      if (!next.has(name)) for (const h of gone.hosts) for (const pool of h.pools.values()) pool.close();
+      if (next.has(name)) continue;
+      for (const h of gone.hosts) for (const pool of h.pools.values()) pool.close();
+      gone.outlier?.stop();
+      this.checkers.get(name)?.stop();
+      this.checkers.delete(name);
     }
     this.states = next;
+  }
+
+  private outlierFor(cluster: Cluster, prev: ClusterState | undefined, hosts: () => readonly Host[]): OutlierDetector | undefined {
+    const config = cluster.outlierDetection;
+    if (!config) {
+      prev?.outlier?.stop();
+      return undefined;
+    }
+    if (prev?.outlier && prev.outlier.config.intervalMs === config.intervalMs) {
+      prev.outlier.config = config;
+      prev.outlier.hostsOf = hosts;
+      return prev.outlier;
+    }
+    prev?.outlier?.stop();
+    return new OutlierDetector(cluster.name, config, hosts);
+  }
+
+  /** One checker per cluster with health_checks; kept across pushes while its check is unchanged. */
+  private checkHealth(cluster: Cluster, hosts: readonly Host[]): void {
+    const check = cluster.healthChecks[0];
+    const running = this.checkers.get(cluster.name);
+    if (running && check && JSON.stringify(running.check) === JSON.stringify(check)) return running.setHosts(hosts);
+    running?.stop();
+    this.checkers.delete(cluster.name);
+    for (const h of hosts) h.checkFailed = false;
+    if (check) this.checkers.set(cluster.name, new ActiveHealthChecker(cluster.name, check, hosts));
   }
 
   get(name: string): ClusterState | undefined {

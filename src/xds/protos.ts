@@ -24,8 +24,13 @@ export const CLIENT_PROTOS: readonly string[] = [
   'envoy/config/route/v3/route.proto',
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  // Per-route configs the router acts on: Istio's VirtualService fault, and a local rate limit.
+  'envoy/extensions/filters/http/fault/v3/fault.proto',
+  'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',
   'xsidecar/xprotocol/v1/xprotocol.proto',
   'istio/networking/nds/v1/nds.proto',
+  // Mesh mTLS: clusters' transport_socket_matches and inbound chains' transport sockets are acted on.
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
 ];
 
 /**
@@ -39,7 +44,6 @@ export const DUMP_PROTOS: readonly string[] = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/http/wasm/v3/wasm.proto',
   'envoy/extensions/filters/http/grpc_stats/v3/config.proto',
-  'envoy/extensions/filters/http/fault/v3/fault.proto',
   'envoy/extensions/filters/http/cors/v3/cors.proto',
   'envoy/extensions/filters/http/lua/v3/lua.proto',
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',

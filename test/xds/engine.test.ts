@@ -105,7 +105,7 @@ t.test('a listener whose new routes have not arrived keeps serving its old versi
 });
 
 t.test('a NACK names the resource and field, changes nothing, and is remembered until fixed', async (t) => {
-  const { engine, published, send } = setup({ statics: { clusters: [{ name: 'xds-grpc', type: 'STATIC', connectTimeoutMs: 1000, lbPolicy: 'ROUND_ROBIN', raw: staticCluster('xds-grpc', '127.0.0.1', 15010) }] } });
+  const { engine, published, send } = setup({ statics: { clusters: [{ name: 'xds-grpc', type: 'STATIC', connectTimeoutMs: 1000, lbPolicy: 'ROUND_ROBIN', circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 }, healthChecks: [], raw: staticCluster('xds-grpc', '127.0.0.1', 15010) }] } });
   await send('cluster', 'c1', clusters());
   await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
   await send('listener', 'l1', [fx('listener_virtualOutbound.json'), fx('listener_10.68.54.170_27017_tcp.json')]);
