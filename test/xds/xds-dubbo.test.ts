@@ -82,6 +82,30 @@ t.test('dubbo routed by pushed Istio-shaped RouteConfigurations', async (t) => {
     t.ok(r.elapsedMs < 1800, `after ${r.elapsedMs} ms`);
   });
 
+  t.test('a VirtualService fault and a DestinationRule circuit breaker, pushed as istiod renders them', async (t) => {
+    const faulty = routes(port, [50, 50]);
+    const vh = (faulty.virtual_hosts as Json[])[0]!;
+    // istiod: VirtualService http[].fault.abort {httpStatus: 503, percentage: {value: 100}} on a match.
+    (vh.routes as Json[]).unshift({
+      name: 'fault',
+      match: { prefix: '/', headers: [{ name: 'method', string_match: { exact: 'whoami' } }] },
+      route: { cluster: V1, timeout: '0s' },
+      typed_per_filter_config: { 'envoy.filters.http.fault': { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault', abort: { http_status: 503, percentage: { numerator: 1000000, denominator: 'MILLION' } } } },
+    });
+    // istiod: DestinationRule trafficPolicy.connectionPool.http.http2MaxRequests: 1 and outlierDetection.
+    const limited = { ...edsCluster(V2), circuit_breakers: { thresholds: [{ max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 1, max_retries: 4294967295, track_remaining: true }] }, outlier_detection: { consecutive_5xx: 5, interval: '10s', base_ejection_time: '30s', max_ejection_percent: 100, enforcing_consecutive_5xx: 100, enforcing_success_rate: 0 } };
+    await ads.command({ cmd: 'update', version: 'r-dr', resources: [limited, faulty] });
+    await sidecar.waitDump((d) => JSON.stringify(d).includes('envoy.filters.http.fault') && JSON.stringify(d).includes('"max_requests":1'));
+    const aborted = await client.run({ method: 'whoami', calls: 3 });
+    t.equal(aborted.failed, 3);
+    t.match(Object.keys(aborted.errors)[0], /fault filter abort \(http 503\)/);
+    const burst = await client.run({ method: 'sleep', args: [300], attachments: { 'x-tenant': 'acme' }, calls: 6, concurrency: 6 });
+    t.equal(burst.ok, 1, `max_requests 1 on v2: ${JSON.stringify(burst.results)}`);
+    t.match(Object.keys(burst.errors)[0], /xsidecar overflow/);
+    await ads.command({ cmd: 'update', version: 'r-plain', resources: [edsCluster(V2), routes(port, [100, 0])] });
+    await sidecar.waitDump((d) => !JSON.stringify(d).includes('envoy.filters.http.fault'));
+  });
+
   t.test('a push that shifts the weights re-routes the open connection', async (t) => {
     await ads.command({ cmd: 'update', version: 'r2', resources: [routes(port, [50, 50])] });
     await sidecar.waitDump((d) => JSON.stringify(d).includes('"weight":50'));
