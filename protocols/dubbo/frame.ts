@@ -1,5 +1,5 @@
 import type { Frame, FrameKind, RequestId } from '../codec.js';
-import { BAD, type ClassTable, readString, readStringMap, skipValue } from '../hessian/skip.js';
+import { BAD, type ClassTable, findInMap, readString, skipValue } from '../hessian/skip.js';
 import { HEADER, HESSIAN2, SERIALIZATION_MASK, Status } from './constants.js';
 
 /**
@@ -11,9 +11,22 @@ import { HEADER, HESSIAN2, SERIALIZATION_MASK, Status } from './constants.js';
  * Header names: `service` (the path), `method`, `version` (the frame's, else the attachment), `interface`
  * (the attachment, else the path), `group`, and every attachment key by name.
  */
+/** Attachment names as bytes, to compare in place; a handful of names, asked for again and again. */
+const keyBytes = new Map<string, Buffer>();
+const keyOf = (name: string): Buffer => {
+  let k = keyBytes.get(name);
+  if (!k) keyBytes.set(name, (k = Buffer.from(name, 'utf8')));
+  return k;
+};
+
 export class DubboFrame implements Frame {
   private lead: Lead | null | undefined;
-  private attachments: Map<string, string> | null | undefined;
+  /** Where the attachments map starts once the arguments were stepped over; BAD when it cannot be found. */
+  private attachAt: number | undefined;
+  private classes: ClassTable | undefined;
+  /** Attachments already looked up: routes ask for the same few names again and again. */
+  private seen: Map<string, string | undefined> | undefined;
+  private timeout: number | undefined | null = null;
 
   constructor(
     readonly raw: Buffer,
@@ -30,8 +43,11 @@ export class DubboFrame implements Frame {
 
   /** The caller's deadline rides in the `timeout` attachment (an int from most clients, a string from some). */
   get timeoutMs(): number | undefined {
-    const t = Number(this.attachment('timeout'));
-    return t > 0 ? t : undefined;
+    if (this.timeout === null) {
+      const t = Number(this.lookup('timeout'));
+      this.timeout = t > 0 ? t : undefined;
+    }
+    return this.timeout;
   }
 
   header(name: string): string | undefined {
@@ -57,11 +73,20 @@ export class DubboFrame implements Frame {
   }
 
   private attachment(name: string): string | undefined {
-    if (this.attachments === undefined) {
+    this.seen ??= new Map();
+    if (this.seen.has(name)) return this.seen.get(name);
+    const v = this.lookup(name);
+    this.seen.set(name, v);
+    return v;
+  }
+
+  private lookup(name: string): string | undefined {
+    if (this.attachAt === undefined) {
       const lead = this.leading();
-      this.attachments = (lead && readAttachments(this.raw, lead)) ?? null;
+      this.classes = [];
+      this.attachAt = lead ? attachmentsAt(this.raw, lead, this.classes) : BAD;
     }
-    return this.attachments?.get(name);
+    return this.attachAt === BAD ? undefined : findInMap(this.raw, this.attachAt, this.raw.length, keyOf(name), this.classes);
   }
 }
 
@@ -105,12 +130,11 @@ export function argumentCount(desc: string): number {
   return n;
 }
 
-/** Steps over the arguments (one class table for the whole message) and reads the map after them. */
-function readAttachments(b: Buffer, lead: Lead): Map<string, string> | undefined {
+/** Where the attachments start: past the arguments, stepped over with one class table for the whole message. */
+function attachmentsAt(b: Buffer, lead: Lead, classes: ClassTable): number {
   const n = argumentCount(lead.descriptor);
-  if (n < 0) return undefined;
-  const classes: ClassTable = [];
+  if (n < 0) return BAD;
   let pos = lead.argsAt;
   for (let i = 0; i < n && pos !== BAD; i++) pos = skipValue(b, pos, b.length, classes);
-  return pos === BAD ? undefined : readStringMap(b, pos, b.length, classes);
+  return pos;
 }

@@ -317,3 +317,26 @@ export function readStringMap(b: Buffer, pos: number, end: number, classes: Clas
   }
   return undefined;
 }
+
+/**
+ * One entry of the map at `pos`, by key, as routing text: keys are compared in place and only the value
+ * asked for becomes a string, so looking up one attachment builds nothing else. Undefined when absent,
+ * not a scalar, or when the map is not well formed up to it.
+ */
+export function findInMap(b: Buffer, pos: number, end: number, key: Buffer, classes: ClassTable = []): string | undefined {
+  if (pos >= end) return undefined;
+  let p: number;
+  if (b[pos] === 0x48) p = pos + 1;
+  else if (b[pos] === 0x4d) p = skipType(b, pos + 1, end, classes);
+  else return undefined;
+  const next = { pos: 0 };
+  while (p !== BAD && p < end && b[p] !== 0x5a) {
+    const k = b[p]! <= 0x1f ? p + 1 : -1; // the short form every key of a few chars takes
+    const valueAt = skipValue(b, p, end, classes, 1);
+    if (valueAt === BAD) return undefined;
+    const hit = k >= 0 ? valueAt - k === key.length && key.compare(b, k, valueAt) === 0 && b[p] === key.length : readString(b, p, end, next) === key.toString();
+    if (hit) return readScalar(b, valueAt, end, next);
+    p = skipValue(b, valueAt, end, classes, 1);
+  }
+  return undefined;
+}
