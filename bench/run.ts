@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { repoRoot } from './fixtures.js';
+import { runScale } from './xds-scale.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const RATE = Number(process.env.BENCH_RATE ?? 5000);
@@ -63,20 +64,20 @@ interface Proxy {
   fresh?: () => Promise<Proxy>;
 }
 
-async function xsidecar(name: string, filter: object, clusters: object[]): Promise<Proxy> {
+async function xsidecar(name: string, filter: object, clusters: object[], extra: string[] = []): Promise<Proxy> {
   const cfg = {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
     static_resources: { listeners: [{ name: 'bench', address: { socket_address: { address: '127.0.0.1', port_value: 0 } }, filter_chains: [{ filters: [filter] }] }], clusters },
   };
   const file = join(tmpdir(), `xsidecar-bench-${name}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const s = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
+  const s = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], (o) => o.msg === 'xsidecar started');
   const listeners = s.first.listeners as { name: string; address: string }[];
   return { name, pid: s.child.pid, target: listeners[0]!.address, stop: () => s.child.kill('SIGKILL') };
 }
 
-async function xsidecarCase(label: string, name: string, filter: object, clusters: object[], protocol?: string): Promise<Proxy> {
-  const make = async () => ({ ...(await xsidecar(name, filter, clusters)), name: label, protocol });
+async function xsidecarCase(label: string, name: string, filter: object, clusters: object[], protocol?: string, extra?: string[]): Promise<Proxy> {
+  const make = async () => ({ ...(await xsidecar(name, filter, clusters, extra)), name: label, protocol });
   return { ...(await make()), fresh: make };
 }
 
@@ -164,6 +165,19 @@ function medianRow(runs: Row[]): Row & { p99s: number[] } {
   return { case: runs[0]!.case, load: runs[0]!.load, rps: m('rps')!, p50: m('p50'), p99: m('p99'), p999: m('p999'), cpuUsPerReq: m('cpuUsPerReq'), peakRssMb: rss.length ? Math.max(...rss) : undefined, p99s: runs.map((r) => r.p99!).sort((a, b) => a - b) };
 }
 
+/** Istio metrics' cost: the Bolt case's CPU per request with metrics on vs off, per load. */
+function metricsCost(rows: Row[]): string {
+  const parts = rows
+    .filter((r) => r.case === 'xsidecar Bolt')
+    .map((on) => {
+      const off = rows.find((r) => r.case === 'xsidecar Bolt, metrics off' && r.load === on.load);
+      if (on.cpuUsPerReq === undefined || off?.cpuUsPerReq === undefined) return undefined;
+      return `${on.load}: ${on.cpuUsPerReq} vs ${off.cpuUsPerReq} µs (${(((on.cpuUsPerReq - off.cpuUsPerReq) / off.cpuUsPerReq) * 100).toFixed(1)} %)`;
+    })
+    .filter(Boolean);
+  return `Istio metrics' CPU per request (Bolt, on vs off): ${parts.length ? parts.join('; ') : '—'}`;
+}
+
 const fmt = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : String(v));
 
 async function main(): Promise<void> {
@@ -171,6 +185,15 @@ async function main(): Promise<void> {
   const [r1, r2] = responder.first.ports as number[];
   const skipHaproxy = haproxyAvailable();
   if (skipHaproxy) console.error(skipHaproxy);
+  const boltFilter = {
+    name: 'xsidecar.filters.network.xprotocol',
+    typed_config: {
+      '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy',
+      stat_prefix: 'bolt',
+      protocol: 'bolt',
+      route_config: { virtual_hosts: [{ name: 'svc', domains: ['*'], routes: [{ match: { prefix: '/', headers: [{ name: 'service', string_match: { prefix: 'com.nodejs.test.' } }] }, route: { cluster: 'two' } }] }] },
+    },
+  };
   const proxies: (() => Promise<Proxy>)[] = [
     async () => ({ name: 'direct', target: `127.0.0.1:${r1}`, stop: () => undefined }),
     async () => {
@@ -178,21 +201,9 @@ async function main(): Promise<void> {
       return { name: 'Node relay', pid: relay.child.pid, target: `127.0.0.1:${relay.first.port as number}`, stop: () => relay.child.kill('SIGKILL') };
     },
     () => xsidecarCase('xsidecar L4', 'l4', { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'l4', cluster: 'one' } }, [staticCluster('one', [r1!])]),
-    () =>
-      xsidecarCase(
-        'xsidecar Bolt',
-        'bolt',
-        {
-          name: 'xsidecar.filters.network.xprotocol',
-          typed_config: {
-            '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy',
-            stat_prefix: 'bolt',
-            protocol: 'bolt',
-            route_config: { virtual_hosts: [{ name: 'svc', domains: ['*'], routes: [{ match: { prefix: '/', headers: [{ name: 'service', string_match: { prefix: 'com.nodejs.test.' } }] }, route: { cluster: 'two' } }] }] },
-          },
-        },
-        [staticCluster('two', [r1!, r2!])],
-      ),
+    () => xsidecarCase('xsidecar Bolt', 'bolt', boltFilter, [staticCluster('two', [r1!, r2!])]),
+    // The same Bolt case without Istio's per-request metrics: what they cost in CPU per request.
+    () => xsidecarCase('xsidecar Bolt, metrics off', 'bolt-nometrics', boltFilter, [staticCluster('two', [r1!, r2!])], undefined, ['--no-istio-metrics']),
     // The same work as the Bolt case: routed on the interface (read from the hessian body), balanced per request.
     () =>
       xsidecarCase(
@@ -239,7 +250,7 @@ async function main(): Promise<void> {
       // Memory per open connection, measured on a process that has not been through the load runs.
       const f = await p.fresh();
       const baseline = status(f.pid!, 'VmRSS');
-      const held = await start(process.execPath, [join(dist, 'bench/loadgen.js'), f.target, '--conns', '1000', '--hold', '3'], (o) => 'held' in o);
+      const held = await start(process.execPath, [join(dist, 'bench/loadgen.js'), f.target, '--conns', '1000', '--hold', '3', '--protocol', p.protocol ?? 'bolt'], (o) => 'held' in o);
       idle.push(`| ${p.name} | ${baseline.toFixed(1)} MB | ${status(f.pid!, 'VmRSS').toFixed(1)} MB | ${afterLoad.toFixed(1)} MB |`);
       held.child.kill();
       f.stop();
@@ -255,6 +266,7 @@ async function main(): Promise<void> {
     ...rows.map((r) => `| ${r.case} | ${r.load} | ${r.rps} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.cpuUsPerReq)} | ${fmt(r.peakRssMb)} |`),
     '',
     `Added p99 at ${RATE} rps vs direct (medians): ${rows.filter((r) => r.load.includes('rps') && r.case !== 'direct').map((r) => `${r.case} ${direct !== undefined && r.p99 !== undefined ? (r.p99 - direct).toFixed(3) : '—'} ms`).join(', ')}`,
+    metricsCost(rows),
     `p99 of each run at ${RATE} rps: ${rows.filter((r) => r.load.includes('rps')).map((r) => `${r.case} ${(r as Row & { p99s: number[] }).p99s.join(' / ')}`).join('; ')}`,
     '',
     '| case | RSS at start | RSS with 1,000 open downstream connections (fresh process) | RSS after the load runs |',
@@ -267,6 +279,14 @@ async function main(): Promise<void> {
   writeFileSync(join(results, 'report.md'), table);
   writeFileSync(join(results, 'chart.svg'), chart(rows));
   process.stdout.write(`${table}\nwritten: bench/results/report.md, bench/results/chart.svg\n`);
+  if (process.env.BENCH_SCALE !== '0') {
+    // The memory and control-plane rows: idle RSS, a 1,000-service mesh over SotW and delta, Sidecar
+    // scoping, on this node and Node 24 side by side (bench/xds-scale.ts; BENCH_SCALE=0 skips it).
+    const scale = await runScale();
+    writeFileSync(join(results, 'xds-scale.md'), scale.table);
+    writeFileSync(join(results, 'xds-scale-rss.svg'), scale.chart);
+    process.stdout.write(`\n${scale.table}\nwritten: bench/results/xds-scale.md, bench/results/xds-scale-rss.svg\n`);
+  }
 }
 
 await main();

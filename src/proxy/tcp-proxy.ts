@@ -2,20 +2,26 @@ import type { Socket } from 'node:net';
 import type { SocketAddress, TcpProxyConfig } from '../config/model.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
+import { throttled } from '../observe/throttle.js';
 import { pickWeighted } from '../router/weighted.js';
 import type { Host } from '../upstream/host.js';
 import { connectUpstream } from '../upstream/connect.js';
+import { transportFor, type UpstreamTransport } from '../upstream/tls-origination.js';
 import type { DownstreamContext } from './context.js';
+import { L4Flag, L4Report } from './l4-report.js';
 
 /** Where an L4 connection goes: a cluster, or (no cluster) straight to the original destination. */
 export interface L4Target {
   readonly cluster?: string;
   readonly idleTimeoutMs: number;
+  /** The filter's access log path; undefined: --access-log's, if any. */
+  readonly accessLog?: string;
 }
 
 export const l4TargetOf = (cfg: TcpProxyConfig): L4Target => ({
   cluster: cfg.cluster ?? pickWeighted(cfg.weightedClusters),
   idleTimeoutMs: cfg.idleTimeoutMs,
+  accessLog: cfg.accessLog,
 });
 
 /**
@@ -78,19 +84,20 @@ export class L4Attempt {
     let dst: SocketAddress = ctx.destination;
     let connectTimeoutMs = 10_000;
     let localAddress: string | undefined;
+    let transport: UpstreamTransport;
     if (target.cluster !== undefined) {
       const state = ctx.clusters.get(target.cluster);
       if (!state) {
         metrics.unknownCluster.inc({ cluster: target.cluster });
-        log.warn({ cluster: target.cluster, listener: ctx.listener.name }, 'tcp_proxy: cluster not found, closing');
-        this.fail();
+        throttled.warn('tcp_proxy: cluster not found', { cluster: target.cluster, listener: ctx.listener.name }, 'tcp_proxy: cluster not found, closing');
+        this.fail(L4Flag.NC);
         return;
       }
       if (!state.isOriginalDst) {
         this.host = state.pick();
         if (!this.host) {
           metrics.noHealthyUpstream.inc({ cluster: target.cluster });
-          this.fail();
+          this.fail(L4Flag.UH);
           return;
         }
         this.host.active++;
@@ -98,13 +105,14 @@ export class L4Attempt {
       }
       connectTimeoutMs = state.cluster.connectTimeoutMs;
       localAddress = state.cluster.upstreamBindAddress;
+      transport = transportFor(state.cluster, this.host?.transportSocketMatch);
     }
     metrics.upstreamCx.inc({ cluster: this.clusterName });
-    this.up = connectUpstream({ address: dst.address, port: dst.port, timeoutMs: connectTimeoutMs, localAddress }, (err, up) => {
+    this.up = connectUpstream({ address: dst.address, port: dst.port, timeoutMs: connectTimeoutMs, localAddress, transport }, (err, up) => {
       if (err) {
         metrics.upstreamConnectFail.inc({ cluster: this.clusterName });
         log.debug({ cluster: this.clusterName, target: dst, err: err.message }, 'tcp_proxy: upstream connect failed');
-        this.fail();
+        this.fail(L4Flag.UF);
         return;
       }
       this.connected = true;
@@ -128,13 +136,27 @@ export class L4Attempt {
     this.host = undefined;
   };
 
+  /** Telemetry for this connection, made once while the host is still known. */
+  private report: L4Report | undefined;
+  /** Why the attempt failed, as Envoy's response flag (NC, UH, UF). */
+  private failFlag = 0;
+  private reportOf(): L4Report {
+    const state = this.target.cluster === undefined ? undefined : this.ctx.clusters.get(this.target.cluster);
+    return (this.report ??= new L4Report(this.ctx, this.clusterName, state?.cluster, this.host, this.target.accessLog));
+  }
+
   /** A speculative attempt fails quietly: the client has not asked for L4 yet and may still speak RPC. */
-  private fail(): void {
+  private fail(flag = 0): void {
     if (this.done) return;
     this.done = true;
     this.failed = true;
+    this.failFlag = flag;
+    this.reportOf();
     this.release();
-    if (this.committed) this.ctx.socket.destroy();
+    if (this.committed) {
+      this.report!.closed(flag);
+      this.ctx.socket.destroy();
+    }
   }
 
   /** False once the attempt failed or was cancelled: commit() would only close the client. */
@@ -144,7 +166,10 @@ export class L4Attempt {
 
   /** Relays from now on; `first` holds client bytes already read (by the sniffer). */
   commit(first?: Buffer): void {
-    if (this.failed) return void this.ctx.socket.destroy();
+    if (this.failed) {
+      this.reportOf().closed(this.failFlag);
+      return void this.ctx.socket.destroy();
+    }
     if (this.done || this.committed) return;
     this.committed = { first };
     if (this.connected) this.start();
@@ -155,7 +180,9 @@ export class L4Attempt {
     up.off('data', this.onEarlyData);
     this.done = true;
     if (this.committed?.first) up.write(this.committed.first);
-    relay(this.ctx.socket, up, this.clusterName, this.target.idleTimeoutMs, this.release);
+    const report = this.reportOf();
+    report.relaying(this.ctx.socket, up);
+    relay(this.ctx.socket, up, this.clusterName, this.target.idleTimeoutMs, () => (this.release(), report.closed(0)));
     up.resume();
   }
 

@@ -65,7 +65,7 @@ async function plateau(sidecar: LocalSidecar, ceiling: number): Promise<number> 
   let still = 0;
   for (let i = 0; i < 100 && still < 4; i++) {
     await sleep(250);
-    const v = await sidecar.metric('xsidecar_rpc_requests_total');
+    const v = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     still = v === last ? still + 1 : 0;
     last = v;
     if (v >= ceiling) break;
@@ -99,7 +99,7 @@ t.test('backpressure through the x-protocol engine', async (t) => {
 
   t.test('a caller that does not read is not read; once it reads, every request is answered', async (t) => {
     const N = 8000;
-    const before = await sidecar.metric('xsidecar_rpc_requests_total');
+    const before = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const sock = await open();
     sock.pause();
     sock.write(echoRequests(N, 60_000));
@@ -114,7 +114,7 @@ t.test('backpressure through the x-protocol engine', async (t) => {
 
   t.test('a provider that stops reading stops its callers being read; nothing is lost when it resumes', async (t) => {
     const N = 8000;
-    const before = await sidecar.metric('xsidecar_rpc_requests_total');
+    const before = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const sock = await open();
     const { done } = collect(sock, N);
     server.proc.kill('SIGSTOP');

@@ -100,7 +100,7 @@ t.test('bolt through the x-protocol engine', async (t) => {
   });
 
   t.test('heartbeats are answered locally; garbage after a valid frame closes only that connection', async (t) => {
-    const before = await sidecar.metric('xsidecar_rpc_requests_total');
+    const before = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     // Idle sofa-rpc-node clients of the earlier subtests send heartbeats of their own after 30 s.
     const heartbeatsBefore = await sidecar.metric('xsidecar_rpc_heartbeats_answered_total');
     const [host, port] = addr('rpc').split(':');
@@ -117,7 +117,7 @@ t.test('bolt through the x-protocol engine', async (t) => {
     if (reply === NEED_MORE || reply instanceof Error) return;
     t.same([reply.kind, reply.heartbeat, reply.requestId, reply.status], ['response', true, 77, 0], 'heartbeat ack with the same id');
     t.ok((await sidecar.metric('xsidecar_rpc_heartbeats_answered_total')) >= heartbeatsBefore + 1, 'the heartbeat was counted');
-    t.equal(await sidecar.metric('xsidecar_rpc_requests_total'), before, 'nothing was forwarded upstream');
+    t.equal(await sidecar.metric('xsidecar_cluster_upstream_rq_total'), before, 'nothing was forwarded upstream');
     t.equal(await sidecar.metric('xsidecar_rpc_codec_errors_total', 'direction="downstream",reason="malformed"'), 1, 'the garbage was counted');
     const still = await clients[0]!.call('plus', [1, 1]);
     t.ok(still.ok, 'other connections are unaffected');
@@ -165,9 +165,9 @@ t.test('bolt through the x-protocol engine', async (t) => {
   t.test('a provider killed under load: in-flight calls get Bolt errors, later calls go to the other provider', async (t) => {
     const c = client('tcp');
     t.ok((await c.call('plus', [1, 2])).ok, 'the client is connected before the load starts');
-    const started = await sidecar.metric('xsidecar_rpc_requests_total');
+    const started = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const load = c.batch('whoami', 3000, 20);
-    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
+    await whenAtLeast(() => sidecar.metric('xsidecar_cluster_upstream_rq_total'), started + 500);
     b.proc.kill('SIGKILL');
     const r = await load;
     t.ok(r.results['"A"']! > 0 && r.results['"B"']! > 0, 'both served before the kill');

@@ -136,7 +136,7 @@ t.test('dubbo through the x-protocol engine', async (t) => {
   });
 
   t.test('heartbeats: a caller\'s answered locally with its id, a provider\'s answered upstream', async (t) => {
-    const before = await sidecar.metric('xsidecar_rpc_requests_total');
+    const before = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const { sock, chunks } = await raw('rpc');
     sock.write(readFileSync(fixture('dubbo', 'synthetic-heartbeat-request-id777.bin')));
     sock.write(readFileSync(fixture('dubbo', 'heartbeat-request.bin')));
@@ -144,7 +144,7 @@ t.test('dubbo through the x-protocol engine', async (t) => {
     const [r777, r0] = framesOf(chunks);
     t.same([r777!.raw[2], r777!.status, r777!.requestId, r777!.heartbeat], [0x22, 20, 777, true], 'event response, status OK, the caller’s id');
     t.equal(r0!.requestId, 0);
-    t.equal(await sidecar.metric('xsidecar_rpc_requests_total'), before, 'nothing was forwarded upstream');
+    t.equal(await sidecar.metric('xsidecar_cluster_upstream_rq_total'), before, 'nothing was forwarded upstream');
     sock.destroy();
     // B has had idle upstream connections from the sidecar since the subtests above; it probes them every
     // 400 ms and would drop one silent for 1.2 s. Wait for several of its probes.
@@ -162,7 +162,7 @@ t.test('dubbo through the x-protocol engine', async (t) => {
     sock.write(readFileSync(fixture('dubbo', 'synthetic-oneway-request.bin'))); // id 779
     sock.write(readFileSync(fixture('dubbo', 'request-attachments.bin'))); // id 1, x-tenant=acme → b
     await whenAtLeast(async () => framesOf(chunks).length, 1);
-    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_oneway_total'), 1);
+    await whenAtLeast(() => sidecar.metric('xsidecar_cluster_upstream_rq_oneway_total'), 1);
     await whenAtLeast(() => sidecar.metric('xsidecar_rpc_late_responses_total'), late + 1); // the npm provider answers oneway
     await new Promise((r) => setTimeout(r, 200));
     const got = framesOf(chunks);

@@ -176,12 +176,12 @@ t.test('hsf through the x-protocol engine', async (t) => {
   });
 
   t.test('heartbeats are answered locally', async (t) => {
-    const before = await sidecar.metric('xsidecar_rpc_requests_total');
+    const before = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const c = caller('rpc');
     const pong = await c.send(hsfHeartbeat(0n), true);
     t.same([pong.kind, pong.heartbeat, pong.raw.length], ['response', true, 18]);
     t.ok(typeof pong.requestId === 'bigint' && pong.requestId >= 2n ** 40n, 'same id');
-    t.equal(await sidecar.metric('xsidecar_rpc_requests_total'), before, 'nothing was forwarded upstream');
+    t.equal(await sidecar.metric('xsidecar_cluster_upstream_rq_total'), before, 'nothing was forwarded upstream');
     t.ok((await sidecar.metric('xsidecar_rpc_heartbeats_answered_total', 'protocol="hsf"')) >= 1, 'counted');
     const r = await c.call({ service: 'com.acme.Greeter:1.0', props: hmap({}) });
     t.equal(r.status, 0, 'the connection still serves requests');

@@ -23,8 +23,7 @@ function bootstrap(a: DubboProvider, b: DubboProvider, c: DubboProvider, d: Dubb
   return {
     static_resources: {
       clusters: [
-        // Envoy allows three retries in flight per cluster unless told otherwise (Istio always tells it).
-        cluster('retried', [a.port, b.port], { circuit_breakers: { thresholds: [{ max_retries: 1000 }] } }),
+        cluster('retried', [a.port, b.port]),
         cluster('breaker', [a.port], { circuit_breakers: { thresholds: [{ max_requests: 2, max_pending_requests: 1024, max_connections: 1024, max_retries: 3 }] } }),
         cluster('outlier', [c.port, d.port], { outlier_detection: outlier }),
         cluster('checked', [c.port, d.port], {

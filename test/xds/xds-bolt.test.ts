@@ -57,9 +57,9 @@ t.test('x-protocol routing from pushed RouteConfigurations', async (t) => {
   });
 
   t.test('re-routed by a push under load with zero failed calls', async (t) => {
-    const started = await sidecar.metric('xsidecar_rpc_requests_total');
+    const started = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const load = client.batch('whoami', 4000, 16);
-    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
+    await whenAtLeast(() => sidecar.metric('xsidecar_cluster_upstream_rq_total'), started + 500);
     await ads.command({ cmd: 'update', version: 'r3', resources: [routes([{ domains: ['com.nodejs.test.TestService:1.0'], cluster: 'outbound|12200|v1|user' }])] });
     const r = await load;
     t.equal(r.failed, 0, JSON.stringify(r.errors));
@@ -69,9 +69,9 @@ t.test('x-protocol routing from pushed RouteConfigurations', async (t) => {
   });
 
   t.test('istiod goes away under load: the last good config keeps serving', async (t) => {
-    const started = await sidecar.metric('xsidecar_rpc_requests_total');
+    const started = await sidecar.metric('xsidecar_cluster_upstream_rq_total');
     const load = client.batch('whoami', 3000, 16);
-    await whenAtLeast(() => sidecar.metric('xsidecar_rpc_requests_total'), started + 500);
+    await whenAtLeast(() => sidecar.metric('xsidecar_cluster_upstream_rq_total'), started + 500);
     await ads.command({ cmd: 'stop' });
     const r = await load;
     t.equal(r.failed, 0, JSON.stringify(r.errors));

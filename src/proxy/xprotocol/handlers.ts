@@ -27,17 +27,18 @@ registerNetworkHandler('tcp_proxy', (ctx: DownstreamContext, filter: NetworkFilt
   if (!cluster || cluster.isOriginalDst || (cluster.cluster.type !== 'EDS' && cluster.hosts.length < 2)) return proxyL4(ctx, target);
   sniff(ctx, {
     l4: target,
-    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, cluster: target.cluster }, first),
+    // tcp_proxy's idle_timeout bounds an idle RPC connection as it bounds an idle relay.
+    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, cluster: target.cluster, idleTimeoutMs: target.idleTimeoutMs, accessLog: target.accessLog }, first),
   });
 });
 
 /** Where plain bytes on an HTTP-typed port go: the cluster of the virtual host for the destination. */
-function l4ForRoutes(ctx: DownstreamContext, routes: RouteConfiguration | undefined): L4Target {
-  if (!routes) return { idleTimeoutMs: 0 };
+function l4ForRoutes(ctx: DownstreamContext, routes: RouteConfiguration | undefined, idleTimeoutMs: number, accessLog?: string): L4Target {
+  if (!routes) return { idleTimeoutMs, accessLog };
   const vh = indexOf(routes).select(destinationKeys(ctx.destination));
   const action = vh?.routes.find((r) => r.action)?.action;
   const cluster = action && (action.cluster ?? pickWeighted(action.weightedClusters));
-  return { cluster, idleTimeoutMs: 0 };
+  return { cluster, idleTimeoutMs, accessLog };
 }
 
 function routeSource(ctx: DownstreamContext, cfg: { rdsName?: string; routeConfig?: RouteConfiguration }) {
@@ -50,9 +51,9 @@ registerNetworkHandler('http_connection_manager', (ctx: DownstreamContext, filte
   const cfg = filter as HttpConnectionManagerConfig;
   const routes = routeSource(ctx, cfg);
   sniff(ctx, {
-    l4: l4ForRoutes(ctx, routes?.()),
+    l4: l4ForRoutes(ctx, routes?.(), cfg.idleTimeoutMs, cfg.accessLog),
     notRpc: countFallback(ctx),
-    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, routes }, first),
+    rpc: (codec, first) => new Session(ctx, { ...DEFAULTS, codec, routes, idleTimeoutMs: cfg.idleTimeoutMs, accessLog: cfg.accessLog }, first),
   });
 });
 
@@ -60,8 +61,8 @@ registerNetworkHandler('xprotocol', (ctx: DownstreamContext, filter: NetworkFilt
   const cfg = filter as XProtocolConfig;
   const routes = routeSource(ctx, cfg);
   const session = (codec: NonNullable<ReturnType<typeof findCodec>>, first?: Buffer) =>
-    new Session(ctx, { codec, maxFrameBytes: cfg.maxFrameBytes, defaultTimeoutMs: cfg.defaultTimeoutMs, routes, cluster: cfg.cluster }, first);
+    new Session(ctx, { codec, maxFrameBytes: cfg.maxFrameBytes, defaultTimeoutMs: cfg.defaultTimeoutMs, routes, cluster: cfg.cluster, idleTimeoutMs: cfg.idleTimeoutMs, frameTimeoutMs: cfg.frameTimeoutMs, accessLog: cfg.accessLog }, first);
   const pinned = cfg.protocol ? findCodec(cfg.protocol) : undefined;
   if (pinned) return void session(pinned);
-  sniff(ctx, { l4: cfg.cluster ? { cluster: cfg.cluster, idleTimeoutMs: 0 } : undefined, notRpc: countFallback(ctx), rpc: session });
+  sniff(ctx, { l4: cfg.cluster ? { cluster: cfg.cluster, idleTimeoutMs: cfg.idleTimeoutMs, accessLog: cfg.accessLog } : undefined, notRpc: countFallback(ctx), rpc: session, timeoutMs: cfg.sniffTimeoutMs });
 });

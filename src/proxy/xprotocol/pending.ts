@@ -22,6 +22,17 @@ export class Pending implements HasDeadline {
   attempts = 1;
   /** Set while the request sits in a connection's pending map (or its pre-connect queue). */
   conn: { forget(p: Pending): void } | undefined = undefined;
+  /** performance.now() when the request arrived, for istio_request_duration_milliseconds. */
+  start = 0;
+  /**
+   * Envoy response flags to report with this request (observe/istio/flags.ts ResponseFlag bits, OR-ed):
+   * `p.flags |= ResponseFlag.URX`. The flag of a local reply's ErrorKind (UF, UT, UO…) is added at reporting.
+   */
+  flags = 0;
+  /** The request's own deadline; `deadline` is earlier while a per-try timeout is in force. */
+  overallDeadline = 0;
+  /** This try is a retry, holding one of its cluster's retry slots (circuit breakers). */
+  retrying = false;
 
   constructor(
     readonly owner: PendingOwner,

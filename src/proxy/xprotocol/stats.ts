@@ -1,5 +1,6 @@
 import { Counter } from 'prom-client';
 import type { ErrorKind } from '../../../protocols/codec.js';
+import { MethodTable } from '../../observe/istio/rpc-methods.js';
 import { registry } from '../../observe/metrics.js';
 
 /**
@@ -12,11 +13,15 @@ export class RpcStats {
   retries = 0;
   lateResponses = 0;
   readonly errors = new Map<ErrorKind, number>();
+  /** xsidecar_rpc_requests_total and its histogram, by service and method (bounded). */
+  readonly methods: MethodTable;
 
   constructor(
     readonly protocol: string,
     readonly cluster: string,
-  ) {}
+  ) {
+    this.methods = new MethodTable(protocol, cluster);
+  }
 
   error(kind: ErrorKind): void {
     this.errors.set(kind, (this.errors.get(kind) ?? 0) + 1);
@@ -54,9 +59,12 @@ function scraped(name: string, help: string, read: (s: RpcStats) => number): voi
   });
 }
 
-scraped('xsidecar_rpc_requests_total', 'RPC requests forwarded upstream', (s) => s.requests);
-scraped('xsidecar_rpc_oneway_total', 'Oneway RPC requests forwarded upstream', (s) => s.oneway);
-scraped('xsidecar_rpc_retries_total', 'RPC requests sent again to another endpoint', (s) => s.retries);
+// Envoy's per-cluster names (cluster.<name>.upstream_rq_*), prefixed xsidecar_cluster_ and labelled by protocol.
+scraped('xsidecar_cluster_upstream_rq_total', 'RPC requests forwarded upstream', (s) => s.requests);
+scraped('xsidecar_cluster_upstream_rq_oneway_total', 'Oneway RPC requests forwarded upstream', (s) => s.oneway);
+scraped('xsidecar_cluster_upstream_rq_retry_total', 'RPC requests sent again to another endpoint', (s) => s.retries);
+scraped('xsidecar_cluster_upstream_rq_timeout_total', 'RPC requests answered with a timeout', (s) => s.errors.get('timeout') ?? 0);
+scraped('xsidecar_cluster_upstream_rq_pending_overflow_total', 'RPC requests refused by a circuit breaker', (s) => s.errors.get('overflow') ?? 0);
 scraped('xsidecar_rpc_late_responses_total', 'Upstream responses that arrived after the request had been answered (timeout)', (s) => s.lateResponses);
 
 new Counter({
