@@ -44,6 +44,12 @@ export const metrics = {
   unknownCluster: counter('xsidecar_cluster_not_found_total', 'Connections closed because the cluster named by the config does not exist', ['cluster']),
   bytes: counter('xsidecar_tcp_bytes_total', 'Bytes proxied at L4', ['cluster', 'direction']),
   idleTimeout: counter('xsidecar_tcp_idle_timeout_total', 'L4 connections closed by the idle timeout', ['cluster']),
+  xdsUpdates: counter('xsidecar_xds_updates_total', 'xDS responses by resource type, accepted (ACK) or rejected (NACK)', ['type', 'result']),
+  upstreamOverflow: counter('xsidecar_upstream_rq_overflow_total', 'Requests refused by a circuit breaker (requests, pending, connections, retries)', ['cluster', 'resource']),
+  outlierEjections: counter('xsidecar_outlier_detection_ejections_total', 'Hosts ejected by outlier detection', ['cluster', 'reason']),
+  healthCheck: counter('xsidecar_health_check_total', 'Active health checks by result (success, failure)', ['cluster', 'result']),
+  rateLimited: counter('xsidecar_local_rate_limited_total', 'Requests over a route\'s local rate limit (answered natively when enforced)', ['route']),
+  faults: counter('xsidecar_fault_injected_total', 'Faults injected by a route (delay, abort)', ['route', 'fault']),
 };
 
 export const rpcMetrics = {
@@ -51,4 +57,18 @@ export const rpcMetrics = {
   codecErrors: counter('xsidecar_rpc_codec_errors_total', 'Connections closed because of malformed or oversized frames', ['protocol', 'direction', 'reason']),
   sniffed: counter('xsidecar_rpc_connections_total', 'Downstream connections handled by the x-protocol engine', ['protocol']),
   l4Fallback: counter('xsidecar_sniff_l4_fallback_total', 'Connections whose first bytes matched no codec and went through at L4', ['listener']),
+};
+
+/** What the limits on callers did: every closing and refusal is counted here (and logged, rate-limited). */
+export const overloadMetrics = {
+  closed: counter('xsidecar_downstream_cx_closed_total', 'Downstream connections closed by a limit: sniff_timeout, frame_timeout, idle_timeout, buffer_budget, heap_pressure', ['listener', 'reason']),
+  refused: counter('xsidecar_overload_refused_total', 'Downstream connections refused on accept: max_connections, heap_pressure', ['reason']),
+  acceptErrors: counter('xsidecar_downstream_cx_accept_errors_total', 'Errors accepting connections (EMFILE, ENFILE: out of descriptors)', ['listener', 'code']),
+  earlyDialSkipped: counter('xsidecar_sniff_early_dial_skipped_total', 'Silent clients not given an early upstream dial because max_early_dials were in progress', []),
+  active: gauge('xsidecar_overload_downstream_cx_active', 'Downstream connections counted against the global limit', []),
+  maxConnections: gauge('xsidecar_overload_downstream_cx_max', 'The global downstream connection limit in force', []),
+  buffered: gauge('xsidecar_overload_buffered_bytes', 'Bytes held in partial frames and unsent responses, all connections (at the last sweep)', []),
+  budget: gauge('xsidecar_overload_buffer_budget_bytes', 'The process-wide budget for partial frames and unsent responses', []),
+  earlyDials: gauge('xsidecar_sniff_early_dials_active', 'Upstream connections dialled for clients that have not spoken yet', []),
+  heapPressure: gauge('xsidecar_overload_heap_pressure', 'Used heap over the heap limit (0..1)', []),
 };

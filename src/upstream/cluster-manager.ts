@@ -83,6 +83,7 @@ export class ClusterManager {
       if (next.has(name)) continue;
       for (const h of gone.hosts) for (const pool of h.pools.values()) pool.close();
       gone.outlier?.stop();
+      gone.resources.retire();
       this.checkers.get(name)?.stop();
       this.checkers.delete(name);
     }

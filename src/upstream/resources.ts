@@ -1,5 +1,25 @@
 import type { CircuitBreakers } from '../config/model.js';
-import { metrics } from '../observe/metrics.js';
+import { Gauge } from 'prom-client';
+import { metrics, registry } from '../observe/metrics.js';
+
+/** Every cluster's live counts, read at scrape time (Envoy's upstream_cx_active, upstream_rq_active…). */
+const live = new Map<string, ClusterResources>();
+
+new Gauge({
+  name: 'xsidecar_cluster_upstream_active',
+  help: 'Upstream connections, requests in flight, requests waiting for a connection and retries in flight, per cluster',
+  labelNames: ['cluster', 'resource'],
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const r of live.values()) {
+      this.set({ cluster: r.cluster, resource: 'connections' }, r.connections);
+      this.set({ cluster: r.cluster, resource: 'requests' }, r.requests);
+      this.set({ cluster: r.cluster, resource: 'pending' }, r.pending);
+      this.set({ cluster: r.cluster, resource: 'retries' }, r.retries);
+    }
+  },
+});
 
 /**
  * A cluster's live counts against its circuit breakers (Envoy's resource manager). It outlives config
@@ -14,7 +34,14 @@ export class ClusterResources {
   constructor(
     readonly cluster: string,
     public limits: CircuitBreakers,
-  ) {}
+  ) {
+    live.set(cluster, this);
+  }
+
+  /** The cluster left the config. */
+  retire(): void {
+    if (live.get(this.cluster) === this) live.delete(this.cluster);
+  }
 
   /** Room for one more request in flight; false counts an overflow. */
   tryRequest(): boolean {

@@ -5,6 +5,7 @@
  * state-of-the-world and delta stream clients both drive it.
  */
 import type { Logger } from '../observe/log.js';
+import { metrics } from '../observe/metrics.js';
 import { unpackAny } from './any.js';
 import type { Cluster, Listener } from '../config/model.js';
 import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
@@ -104,6 +105,7 @@ export class XdsEngine {
     const nack = this.state.update(kind, { ...decoded, removed: input.removed, replaceAll: input.replaceAll }, input.version, now);
     if (kind === 'cluster' || kind === 'listener') this.state.markInitialized(kind);
     const api = KIND_API[kind];
+    metrics.xdsUpdates.inc({ type: kind, result: nack ? 'rejected' : 'accepted' });
     if (nack) {
       this.opts.log.warn({ type: api, version: input.version, rejected: decoded.failures.length || 1, error: nack }, 'xds: update rejected, previous config stays');
       if (!this.everPublished) this.rebuild(); // a rejected first response still completes the initial fetch

@@ -107,6 +107,8 @@ t.test('resilience with real Dubbo peers', async (t) => {
     t.equal(r.failed, 8);
     t.match(Object.keys(r.errors)[0], /xsidecar overflow: too many requests in flight to cluster breaker/);
     t.equal(await sidecar.metric('xsidecar_upstream_rq_overflow_total', 'cluster="breaker",resource="requests"'), 8);
+    t.equal(await sidecar.metric('xsidecar_cluster_upstream_active', 'cluster="breaker",resource="connections"'), 1, 'one upstream connection stays open');
+    t.equal(await sidecar.metric('xsidecar_cluster_upstream_active', 'cluster="breaker",resource="requests"'), 0, 'nothing left in flight');
   });
 
   t.test('retries on a status name the condition, and stop at num_retries', async (t) => {

@@ -102,6 +102,8 @@ t.test('dubbo routed by pushed Istio-shaped RouteConfigurations', async (t) => {
     const burst = await client.run({ method: 'sleep', args: [300], attachments: { 'x-tenant': 'acme' }, calls: 6, concurrency: 6 });
     t.equal(burst.ok, 1, `max_requests 1 on v2: ${JSON.stringify(burst.results)}`);
     t.match(Object.keys(burst.errors)[0], /xsidecar overflow/);
+    t.equal(await sidecar.metric('xsidecar_xds_updates_total', 'type="route",result="accepted"'), 2, 'the first routes and this push, each counted as accepted');
+    t.equal(await sidecar.metric('xsidecar_xds_updates_total', 'result="rejected"'), 0);
     await ads.command({ cmd: 'update', version: 'r-plain', resources: [edsCluster(V2), routes(port, [100, 0])] });
     await sidecar.waitDump((d) => !JSON.stringify(d).includes('envoy.filters.http.fault'));
   });
