@@ -1,0 +1,236 @@
+/**
+ * The DNS proxy: UDP and TCP on one address (127.0.0.1:15053 by default). A query for a name in the
+ * LocalTable is answered here, authoritatively; anything else is forwarded unchanged. Bad bytes get
+ * FORMERR (or are dropped when there is no header to answer), a failed upstream gets SERVFAIL, and every
+ * socket is bounded in time and count so no caller can wedge it.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { type AddressInfo, createServer, isIP, type Server, type Socket } from 'node:net';
+import dnsPacket from 'dns-packet';
+import type { Logger } from '../observe/log.js';
+import type { Forwarder, Transport } from './forward.js';
+import { dnsMetrics } from './metrics.js';
+import type { LocalTable } from './table.js';
+import { CLASS, emptyReply, formErr, localAnswer, parseQuery, type RawQuery, RCODE, skipName, truncateReply, TYPE, TYPE_NAMES, udpLimit } from './wire.js';
+
+export interface DnsProxyOptions {
+  readonly address: string;
+  readonly port: number;
+  readonly table: LocalTable;
+  readonly forwarder: Forwarder;
+  readonly log: Logger;
+  /** Forwarded queries in flight at once; beyond it new ones get SERVFAIL at once. */
+  readonly maxInFlight?: number;
+  readonly maxTcpConnections?: number;
+  /** A TCP connection with nothing to read or write for this long is closed (RFC 7766 suggests seconds). */
+  readonly tcpIdleMs?: number;
+}
+
+type Outcome = 'local' | 'forwarded' | 'failed' | 'malformed' | 'dropped' | 'overload';
+
+const TCP_PENDING_PER_CONNECTION = 32;
+
+export class DnsProxy {
+  private udp: UdpSocket | undefined;
+  private tcp: Server | undefined;
+  private readonly conns = new Set<Socket>();
+  private inFlight = 0;
+  private readonly counters = new Map<string, { n: number }>();
+  private readonly timers = new Map<Outcome, (seconds: number) => void>();
+
+  constructor(private readonly opts: DnsProxyOptions) {}
+
+  /** Binds UDP then TCP on the same port; throws (nothing left bound) if either cannot. */
+  async start(): Promise<AddressInfo> {
+    const { address } = this.opts;
+    const udp = createSocket({ type: isIP(address) === 6 ? 'udp6' : 'udp4', recvBufferSize: 1 << 20 });
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(this.opts.port, address, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    udp.on('error', (e) => this.opts.log.warn({ err: e.message }, 'dns: udp socket error'));
+    udp.on('message', (msg, rinfo) => this.onUdp(udp, msg, rinfo.port, rinfo.address));
+    const port = udp.address().port;
+    const tcp = createServer({ noDelay: true }, (s) => this.onTcp(s));
+    tcp.maxConnections = this.opts.maxTcpConnections ?? 256;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, address, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      udp.close();
+      throw e;
+    }
+    tcp.on('error', (e) => this.opts.log.warn({ err: e.message }, 'dns: tcp server error'));
+    this.udp = udp;
+    this.tcp = tcp;
+    return udp.address();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.conns) s.destroy();
+    await Promise.all([
+      new Promise<void>((r) => (this.udp ? this.udp.close(() => r()) : r())),
+      new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r())),
+    ]);
+    this.udp = undefined;
+    this.tcp = undefined;
+  }
+
+  private onUdp(sock: UdpSocket, msg: Buffer, port: number, address: string): void {
+    const r = this.answer(msg, 'udp');
+    if (r === undefined) return;
+    if (r instanceof Promise) void r.then((b) => b && this.sendUdp(sock, b, port, address));
+    else this.sendUdp(sock, r, port, address);
+  }
+
+  private sendUdp(sock: UdpSocket, b: Buffer, port: number, address: string): void {
+    if (this.udp !== sock) return; // closed meanwhile
+    // No callback: one closure less per answer; a failed send surfaces as the socket's 'error'.
+    sock.send(b, port, address);
+  }
+
+  private onTcp(s: Socket): void {
+    this.conns.add(s);
+    let buf: Buffer = Buffer.alloc(0);
+    let pending = 0;
+    s.setTimeout(this.opts.tcpIdleMs ?? 10_000, () => s.destroy());
+    s.on('error', () => {});
+    s.on('close', () => this.conns.delete(s));
+    const reply = (b: Buffer | undefined) => {
+      pending--;
+      if (b && !s.destroyed) {
+        const len = Buffer.allocUnsafe(2);
+        len.writeUInt16BE(b.length);
+        s.write(Buffer.concat([len, b]));
+      }
+      if (s.isPaused() && pending < TCP_PENDING_PER_CONNECTION) s.resume();
+    };
+    s.on('data', (d: Buffer) => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (len < 12) {
+          // Not even a header: nothing to answer, and the stream cannot be trusted to re-synchronise.
+          this.count('malformed', 'OTHER', 'tcp');
+          s.destroy();
+          return;
+        }
+        if (buf.length < 2 + len) break;
+        const frame = Buffer.from(buf.subarray(2, 2 + len));
+        buf = buf.subarray(2 + len);
+        pending++;
+        const r = this.answer(frame, 'tcp');
+        if (r instanceof Promise) void r.then(reply);
+        else reply(r);
+      }
+      // Pipelined queries are answered as they complete (RFC 7766 6.2.1.1); a flood of them waits.
+      if (pending >= TCP_PENDING_PER_CONNECTION) s.pause();
+    });
+  }
+
+  /** The reply to one message (a Promise when forwarded), or undefined to send nothing. */
+  answer(req: Buffer, transport: Transport): Buffer | undefined | Promise<Buffer | undefined> {
+    const started = performance.now();
+    const p = parseQuery(req);
+    if (!p.ok) {
+      if (p.reason === 'short' || p.reason === 'response') {
+        this.count('dropped', 'OTHER', transport);
+        return undefined;
+      }
+      if (p.reason === 'malformed') {
+        this.count('malformed', 'OTHER', transport);
+        return formErr(req);
+      }
+      return this.unusual(req, transport, started);
+    }
+    const q = p.query;
+    const type = TYPE_NAMES[q.qtype] ?? 'OTHER';
+    if (q.key !== undefined && q.qclass === CLASS.IN && (q.flags & 0x7800) === 0) {
+      const e = this.opts.table.lookup(q.key);
+      if (e) {
+        // A known name with nothing of the asked type is NOERROR with no answer, never NXDOMAIN.
+        const addrs = q.qtype === TYPE.A || q.qtype === TYPE.ANY ? e.v4 : q.qtype === TYPE.AAAA ? e.v6 : [];
+        const limit = transport === 'tcp' ? 65535 : udpLimit(q.ednsSize);
+        const out = localAnswer(req, q, addrs, e.ttl, limit);
+        this.count('local', type, transport);
+        this.time('local', started);
+        return out;
+      }
+    }
+    return this.forward(req, q, type, transport, started);
+  }
+
+  /** Several records or sections: checked by dns-packet, then forwarded as they are. */
+  private unusual(req: Buffer, transport: Transport, started: number): Buffer | undefined | Promise<Buffer | undefined> {
+    let type = 'OTHER';
+    let ednsSize: number | undefined;
+    try {
+      const packet = dnsPacket.decode(req);
+      const qs = packet.questions ?? [];
+      // RFC 9619: a query has exactly one question.
+      if (qs.length !== 1 && ((req.readUInt16BE(2) >> 11) & 0xf) === 0) throw new Error(`${qs.length} questions`);
+      const asked = qs[0]?.type;
+      if (asked && asked in TYPE) type = asked;
+      const opt = (packet.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+      ednsSize = opt ? Math.max(512, opt.udpPayloadSize ?? 512) : undefined;
+    } catch {
+      this.count('malformed', 'OTHER', transport);
+      return formErr(req);
+    }
+    let off = 12;
+    for (let i = req.readUInt16BE(4); i > 0 && off >= 0; i--) off = skipName(req, off) + 4;
+    const raw: RawQuery = { id: req.readUInt16BE(0), flags: req.readUInt16BE(2), questionEnd: Math.min(Math.max(off, 12), req.length), ednsSize };
+    return this.forward(req, raw, type, transport, started);
+  }
+
+  private async forward(req: Buffer, q: RawQuery, type: string, transport: Transport, started: number): Promise<Buffer | undefined> {
+    if (this.opts.forwarder.upstreams.length === 0) {
+      this.count('failed', type, transport);
+      return emptyReply(req, q, RCODE.SERVFAIL);
+    }
+    if (this.inFlight >= (this.opts.maxInFlight ?? 1024)) {
+      this.count('overload', type, transport);
+      return emptyReply(req, q, RCODE.SERVFAIL);
+    }
+    this.inFlight++;
+    let reply: Buffer | undefined;
+    try {
+      reply = await this.opts.forwarder.forward(req, transport);
+    } finally {
+      this.inFlight--;
+    }
+    if (!reply) {
+      this.count('failed', type, transport);
+      this.time('failed', started);
+      return emptyReply(req, q, RCODE.SERVFAIL);
+    }
+    this.count('forwarded', type, transport);
+    this.time('forwarded', started);
+    if (transport === 'udp' && reply.length > udpLimit(q.ednsSize)) {
+      dnsMetrics.truncated.inc({ outcome: 'forwarded' });
+      return truncateReply(reply, req, q);
+    }
+    return reply;
+  }
+
+  private count(outcome: Outcome, type: string, transport: Transport): void {
+    const key = `${outcome}|${type}|${transport}`;
+    let c = this.counters.get(key);
+    if (!c) this.counters.set(key, (c = dnsMetrics.queries.cell(outcome, type, transport)));
+    c.n++;
+  }
+
+  private time(outcome: Outcome, started: number): void {
+    let h = this.timers.get(outcome);
+    if (!h) this.timers.set(outcome, (h = dnsMetrics.latency.recorder(outcome)));
+    h((performance.now() - started) / 1000);
+  }
+}

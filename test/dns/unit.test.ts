@@ -1,0 +1,126 @@
+/** The DNS pieces that need no daemon: the bootstrap shape, the table's names, the wire reader, resolv.conf. */
+import t from 'tap';
+import dnsPacket from 'dns-packet';
+import { spawnSync } from 'node:child_process';
+import { decodeBootstrap } from '../../src/config/bootstrap.js';
+import { decodeListener } from '../../src/config/listener.js';
+import { ConfigError, newContext } from '../../src/config/reader.js';
+import { parseHostPort, parseResolvConf } from '../../src/dns/resolv.js';
+import { altHosts, ipToBuffer, ipToString, LocalTable } from '../../src/dns/table.js';
+import { buildUpdate, rr } from '../../src/dns/update.js';
+import { keyName, localAnswer, nameKey, parseQuery, TYPE, walkRecords } from '../../src/dns/wire.js';
+import { writeTemp } from '../helpers/netns.js';
+import { cliPath } from '../helpers/paths.js';
+
+const dnsListener = (typed: object, extra: object = {}) => ({
+  name: 'dns',
+  address: { socket_address: { protocol: 'UDP', address: '127.0.0.1', port_value: 15053 } },
+  listener_filters: [{ name: 'envoy.filters.udp.dns_filter', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.udp.dns_filter.v3.DnsFilterConfig', stat_prefix: 'dns', ...typed } }],
+  ...extra,
+});
+const table = (...domains: object[]) => ({ server_config: { inline_dns_table: { virtual_domains: domains } } });
+const boot = (...listeners: object[]) => ({ static_resources: { listeners } });
+
+t.test('a UDP listener with the DNS filter is the DNS proxy config, not a listener', async (t) => {
+  const ctx = newContext();
+  const b = decodeBootstrap(
+    boot(
+      dnsListener({
+        ...table(
+          { name: 'Com.Alipay.UserService.Interface1.', endpoint: { address_list: { address: ['198.18.0.10', 'fd00::10'] } }, answer_ttl: '5s' },
+          { name: 'by-cluster.example', endpoint: { cluster_name: 'x' } },
+        ),
+        client_config: { resolution_timeout: '3s', dns_resolution_config: { resolvers: [{ socket_address: { address: '10.96.0.10', port_value: 53 } }] } },
+      }),
+    ),
+    ctx,
+  );
+  t.same(b.listeners, [], 'not bound by the listener manager');
+  t.same(b.dns?.address, { address: '127.0.0.1', port: 15053 });
+  t.same(b.dns?.names, [{ name: 'com.alipay.userservice.interface1', addresses: ['198.18.0.10', 'fd00::10'], ttlSeconds: 5 }]);
+  t.same(b.dns?.upstreams, [{ address: '10.96.0.10', port: 53 }]);
+  t.equal(b.dns?.resolutionTimeoutMs, 3000);
+  t.match(ctx.warnings.join('\n'), /only address_list endpoints are implemented; "by-cluster.example" skipped/);
+});
+
+t.test('bad DNS listeners are rejected with the field path', async (t) => {
+  const bad: [object, string, RegExp][] = [
+    [boot({ ...dnsListener({}), listener_filters: [] }), 'static_resources.listeners[0].listener_filters', /needs envoy.filters.udp.dns_filter/],
+    [boot(dnsListener(table({ name: 'a.b', endpoint: { address_list: { address: ['nope'] } } }))), 'static_resources.listeners[0].listener_filters[0].typed_config.server_config.inline_dns_table.virtual_domains[0].endpoint.address_list.address[0]', /expected an IP address/],
+    [boot(dnsListener(table({ name: 'a..b', endpoint: { address_list: { address: ['1.2.3.4'] } } }))), 'static_resources.listeners[0].listener_filters[0].typed_config.server_config.inline_dns_table.virtual_domains[0].name', /not a valid DNS name/],
+    [boot(dnsListener(table({ name: 'a.b', endpoint: { address_list: { address: [] } } }))), 'static_resources.listeners[0].listener_filters[0].typed_config.server_config.inline_dns_table.virtual_domains[0].endpoint.address_list.address', /at least one address/],
+    [boot(dnsListener({}), { ...dnsListener({}), name: 'dns2' }), 'static_resources.listeners[1]', /a second DNS listener/],
+  ];
+  for (const [b, path, detail] of bad) {
+    const err = t.throws(() => decodeBootstrap(b)) as ConfigError;
+    t.type(err, ConfigError);
+    t.equal(err.path, path);
+    t.match(err.detail, detail);
+  }
+  const err = t.throws(() => decodeListener(dnsListener({}), 'lds', newContext())) as ConfigError;
+  t.match(err.message, /UDP listeners are supported only in the bootstrap/, 'a UDP listener over LDS is rejected (NACK)');
+});
+
+t.test('xsidecar check reports the DNS proxy', async (t) => {
+  const file = writeTemp('dns-check.json', boot(dnsListener(table({ name: 'a.b', endpoint: { address_list: { address: ['1.2.3.4'] } } }))));
+  const r = spawnSync(process.execPath, [cliPath, 'check', '-c', file], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /0 listener\(s\).*DNS proxy 127\.0\.0\.1:15053 \(1 name\(s\)\)/);
+});
+
+t.test('the names Istio\'s agent answers for a NameTable entry', async (t) => {
+  const svc = { ips: ['10.0.0.1'], registry: 'Kubernetes', shortname: 'reviews', namespace: 'default' };
+  t.same(altHosts('reviews.default.svc.cluster.local', svc, 'default'), ['reviews.default.svc.cluster.local', 'reviews.default', 'reviews.default.svc', 'reviews']);
+  t.same(altHosts('reviews.default.svc.cluster.local', svc, 'other'), ['reviews.default.svc.cluster.local', 'reviews.default', 'reviews.default.svc']);
+  t.same(altHosts('com.alipay.a', { ips: ['1.1.1.1'], registry: 'External' }, 'default'), ['com.alipay.a'], 'ServiceEntry hosts only as they are');
+  const lt = new LocalTable({ namespace: 'default', search: ['default.svc.cluster.local', 'svc.cluster.local'], ttl: 30 });
+  lt.setNameTable({ table: { 'reviews.default.svc.cluster.local': svc, 'x.example': { ips: ['fd00::1', '10.9.9.9'] } } });
+  lt.setStatic([{ name: 'x.example', addresses: ['10.1.1.1'] }]);
+  t.same(lt.addressesOf('reviews'), ['10.0.0.1']);
+  t.same(lt.addressesOf('reviews.default.svc.cluster.local.default.svc.cluster.local'), ['10.0.0.1'], 'first search domain stripped');
+  t.same(lt.addressesOf('reviews.svc.cluster.local'), [], 'only the first');
+  t.same(lt.addressesOf('X.EXAMPLE.'), ['10.1.1.1'], 'the bootstrap table wins over the NameTable');
+  t.equal(ipToString(ipToBuffer('fd00::1')!), 'fd00::1');
+  t.equal(ipToString(ipToBuffer('::ffff:10.1.2.3')!), '::ffff:a01:203');
+  t.equal(ipToBuffer('2001:db8:0:0:1:0:0:1')!.toString('hex'), '20010db8000000000001000000000001');
+});
+
+t.test('the query reader', async (t) => {
+  const q = dnsPacket.encode({ type: 'query', id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'AAAA', name: 'A.b-C.d', class: 'IN' }] });
+  const p = parseQuery(q);
+  t.ok(p.ok);
+  if (!p.ok) return;
+  t.match(p.query, { id: 7, qtype: TYPE.AAAA, qclass: 1, ednsSize: undefined });
+  t.equal(keyName(p.query.key!), 'a.b-c.d', 'lower-cased');
+  t.equal(p.query.key, nameKey('A.B-c.D'));
+  const out = dnsPacket.decode(localAnswer(q, p.query, [ipToBuffer('fd00::7')!], 30, 512));
+  t.match(out, { id: 7, type: 'response', rcode: 'NOERROR', questions: [{ name: 'A.b-C.d', type: 'AAAA' }], answers: [{ name: 'A.b-C.d', type: 'AAAA', ttl: 30, data: 'fd00::7' }] });
+  t.equal(out.flag_aa, true);
+  t.equal(out.flag_rd, true, 'RD echoed');
+  t.same(parseQuery(Buffer.alloc(5)), { ok: false, reason: 'short' });
+  const withDot = Buffer.from(q);
+  withDot[13] = 0x2e;
+  const d = parseQuery(withDot);
+  t.equal(d.ok && d.query.key, undefined, 'a dot inside a label never matches a local name');
+});
+
+t.test('UPDATE messages as RFC 2136 spells them', async (t) => {
+  const msg = buildUpdate(9, 'rpc.cluster.local', [rr.rrsetAbsent('a.rpc.cluster.local', TYPE.TXT)], [rr.deleteRRset('a.rpc.cluster.local', TYPE.A), rr.add('a.rpc.cluster.local', TYPE.A, 30, Buffer.from([10, 0, 0, 1]))]);
+  t.equal((msg.readUInt16BE(2) >> 11) & 0xf, 5, 'opcode UPDATE');
+  const recs = walkRecords(msg);
+  t.same(recs.map((r) => [r.name, r.type, r.cls, r.ttl, r.rdlen]), [
+    ['a.rpc.cluster.local', TYPE.TXT, 254, 0, 0],
+    ['a.rpc.cluster.local', TYPE.A, 255, 0, 0],
+    ['a.rpc.cluster.local', TYPE.A, 1, 30, 4],
+  ]);
+});
+
+t.test('resolv.conf and host:port', async (t) => {
+  const r = parseResolvConf('# c\nnameserver 10.96.0.10\nnameserver fd00::a # x\nnameserver bogus\nsearch ns1.svc.cluster.local svc.cluster.local.\noptions ndots:5\n');
+  t.same(r.nameservers, [{ host: '10.96.0.10', port: 53 }, { host: 'fd00::a', port: 53 }]);
+  t.same(r.search, ['ns1.svc.cluster.local', 'svc.cluster.local']);
+  t.same(parseHostPort('[fd00::1]:5353', 53, 'x'), { host: 'fd00::1', port: 5353 });
+  t.same(parseHostPort('fd00::1', 53, 'x'), { host: 'fd00::1', port: 53 });
+  t.same(parseHostPort('dns.example:54', 53, 'x'), { host: 'dns.example', port: 54 });
+  t.throws(() => parseHostPort('a:0', 53, '--dns-upstream'), /--dns-upstream: expected HOST\[:PORT\], got "a:0"/);
+});
