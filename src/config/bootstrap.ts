@@ -1,15 +1,17 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { decodeSocketAddress } from './address.js';
 import { decodeCluster } from './cluster.js';
+import { decodeDnsListener, isUdpListener } from './dns-filter.js';
 import { decodeListener } from './listener.js';
-import type { AdsConfig, Bootstrap, ConfigSource, DynamicResources, Node } from './model.js';
+import { decodeProtection } from './protection.js';
+import type { AdsConfig, Bootstrap, ConfigSource, DnsProxyConfig, DynamicResources, Node } from './model.js';
 import { ConfigError, type DecodeContext, newContext, ObjReader } from './reader.js';
 import { checkReferences } from './validate.js';
 
 
 const BOOTSTRAP_IGNORED = [
-  'stats_config', 'stats_sinks', 'stats_flush_interval', 'layered_runtime', 'tracing', 'overload_manager',
+  'stats_config', 'stats_sinks', 'stats_flush_interval', 'tracing',
   'cluster_manager', 'watchdog', 'watchdogs', 'hds_config', 'flags_path', 'enable_dispatcher_stats',
   'header_prefix', 'stats_server_version_override', 'use_tcp_for_dns_lookups', 'bootstrap_extensions',
   'fatal_actions', 'default_socket_interface', 'inline_headers', 'node_context_params', 'typed_dns_resolver_config',
@@ -80,24 +82,49 @@ export function decodeBootstrap(value: unknown, ctx: DecodeContext = newContext(
   adminR?.ignore('access_log', 'access_log_path', 'profile_path', 'socket_options', 'ignore_global_conn_limit');
   adminR?.done();
   const sr = r.obj('static_resources');
-  const listeners = sr?.list('listeners').map(({ value: v, path }) => decodeListener(v, path, ctx)) ?? [];
+  // A UDP listener with the DNS filter configures the DNS proxy; it is not bound as a TCP listener.
+  let dns: DnsProxyConfig | undefined;
+  const listeners = (sr?.list('listeners') ?? []).flatMap(({ value: v, path }) => {
+    if (!isUdpListener(v)) return [decodeListener(v, path, ctx)];
+    if (dns) throw new ConfigError(path, `a second DNS listener (the first is "${dns.listenerName}"): the sidecar runs one DNS proxy`);
+    dns = decodeDnsListener(v, path, ctx);
+    return [];
+  });
   const clusters = sr?.list('clusters').map(({ value: v, path }) => decodeCluster(v, path, ctx)) ?? [];
   sr?.ignore('secrets');
   sr?.done();
   const dynamicResources = decodeDynamic(r.obj('dynamic_resources'));
+  const protection = decodeProtection(r);
   r.ignore(...BOOTSTRAP_IGNORED);
   r.done();
-  const bootstrap: Bootstrap = { node, admin, listeners, clusters, dynamicResources, raw: value };
+  const bootstrap: Bootstrap = { node, protection, admin, listeners, dns, clusters, dynamicResources, raw: value };
   checkReferences(bootstrap);
   return bootstrap;
 }
 
+/** yaml (some 70 modules) loads when a file is read: the embedded default and generated bootstraps never need it. */
+const parseYaml = (text: string): unknown => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
+
+/** Control characters other than tab/newline, or bytes that were not UTF-8: not a config file. */
+const BINARY = /[\u0000-\u0008\u000e-\u001f\ufffd]/;
+
+/** Printable ASCII only, so an error message never carries the input's bytes to the terminal. */
+const printable = (s: string) => s.replace(/[^\x20-\x7e]/g, '?');
+
 export function parseConfigText(text: string, source: string): unknown {
+  if (text.trim() === '') throw new ConfigError(source, 'empty file');
+  if (BINARY.test(text.slice(0, 64 * 1024))) throw new ConfigError(source, 'not a text file (binary data): expected a YAML or JSON bootstrap');
+  let value: unknown;
   try {
-    return parseYaml(text); // YAML 1.2 is a superset of JSON
+    value = parseYaml(text); // YAML 1.2 is a superset of JSON
   } catch (e) {
-    throw new ConfigError(source, `not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+    throw new ConfigError(source, `not valid YAML or JSON: ${printable((e as Error).message.split('\n')[0]!.slice(0, 200))}`);
   }
+  if (value === null || value === undefined) throw new ConfigError(source, 'empty file');
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(source, `expected a bootstrap object, got ${Array.isArray(value) ? 'a list' : `a ${typeof value}`}`);
+  }
+  return value;
 }
 
 export function loadBootstrapFile(file: string, ctx: DecodeContext = newContext()): Bootstrap {

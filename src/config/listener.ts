@@ -1,14 +1,16 @@
 import { decodeCidr, decodeSocketAddress } from './address.js';
+import { isUdpListener } from './dns-filter.js';
 import { decodeNetworkFilter } from './extensions.js';
 import type { FilterChain, FilterChainMatch, Listener } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
+import { decodeDownstreamTls } from './tls-context.js';
 import './tcp-proxy.js'; // registers the built-in filters
 import './rpc-filters.js';
 
 // Understood and deliberately not acted on: they tune Envoy internals, logging or stats.
 const LISTENER_IGNORED = [
   'listener_filters_timeout', 'continue_on_listener_filters_timeout', 'traffic_direction',
-  'access_log', 'per_connection_buffer_limit_bytes', 'socket_options', 'metadata', 'stat_prefix',
+  'access_log', 'socket_options', 'metadata', 'stat_prefix',
   'connection_balance_config', 'drain_type', 'freebind', 'tcp_fast_open_queue_length', 'enable_reuse_port',
   'deprecated_v1', 'tcp_backlog_size', 'ignore_global_conn_limit', 'enable_mptcp',
 ];
@@ -46,11 +48,14 @@ export function decodeFilterChain(c: ObjReader, fallbackName: string): FilterCha
   if (!decoded.some((f) => f.terminal)) {
     throw new ConfigError(c.at('filters'), 'no terminal network filter that xsidecar implements (tcp_proxy, http_connection_manager, xprotocol)');
   }
-  if (c.has('transport_socket')) c.ctx.warnings.push(`${c.at('transport_socket')}: TLS termination is not implemented; the chain matches plaintext only`);
+  const tls = decodeDownstreamTls(c.obj('transport_socket'));
   c.ignore('metadata', 'transport_socket_connect_timeout', 'use_proxy_proto', 'on_demand_configuration');
   c.done();
-  return { name, match, filters: decoded.map((f) => f.config) };
+  return { name, match, filters: decoded.map((f) => f.config), ...(tls ? { tls } : {}) };
 }
+
+/** Envoy's default per_connection_buffer_limit_bytes. */
+const DEFAULT_BUFFER_LIMIT_BYTES = 1024 * 1024;
 
 const ORIGINAL_DST_FILTER = ['envoy.filters.listener.original_dst', 'envoy.listener.original_dst'];
 
@@ -67,6 +72,7 @@ export function decodeListener(value: unknown, path: string, ctx: DecodeContext)
   const r = ObjReader.of(value, path, ctx);
   const name = r.requiredStr('name');
   const address = decodeSocketAddress(r.requiredObj('address'));
+  if (r.value.address && isUdpListener(r.value)) throw new ConfigError(r.at('address.socket_address.protocol'), 'UDP listeners are supported only in the bootstrap, as the DNS proxy (envoy.filters.udp.dns_filter)');
   const filterChains = r.objList('filter_chains').map((c, i) => decodeFilterChain(c, `${name}-chain-${i}`));
   const dfc = r.obj('default_filter_chain');
   const defaultFilterChain = dfc ? decodeFilterChain(dfc, `${name}-default`) : undefined;
@@ -82,6 +88,7 @@ export function decodeListener(value: unknown, path: string, ctx: DecodeContext)
     bindToPort: r.bool('bind_to_port', true),
     filterChains,
     defaultFilterChain,
+    perConnectionBufferLimitBytes: r.int('per_connection_buffer_limit_bytes', 1024, 2 ** 32 - 1) ?? DEFAULT_BUFFER_LIMIT_BYTES,
     raw: value,
   };
   r.ignore(...LISTENER_IGNORED);

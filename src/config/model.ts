@@ -2,6 +2,7 @@
  * The one config model: Envoy v3 resources decoded into plain, typed, read-only objects. Static bootstrap
  * and xDS both produce these; everything downstream reads only these.
  */
+import type { DownstreamTls, TransportSocketMatch } from './tls-context.js';
 
 export interface SocketAddress {
   readonly address: string;
@@ -29,6 +30,8 @@ export interface NetworkFilterConfig {
   readonly name: string;
   /** Where it was declared, for error messages. */
   readonly path?: string;
+  /** The filter's Envoy `access_log` file path (`-`: stdout); see config/access-log.ts. */
+  readonly accessLog?: string;
 }
 
 export interface WeightedCluster {
@@ -49,6 +52,8 @@ export interface FilterChain {
   readonly name: string;
   readonly match: FilterChainMatch;
   readonly filters: readonly NetworkFilterConfig[];
+  /** A DownstreamTlsContext transport socket: the chain terminates TLS before its filters see bytes. */
+  readonly tls?: DownstreamTls;
 }
 
 export interface Listener {
@@ -62,6 +67,12 @@ export interface Listener {
   readonly bindToPort: boolean;
   readonly filterChains: readonly FilterChain[];
   readonly defaultFilterChain?: FilterChain;
+  /**
+   * Envoy's per_connection_buffer_limit_bytes (default 1 MiB): what one connection may hold in requests
+   * read but not answered and responses not yet sent before its reading pauses; also the largest RPC frame
+   * it may send (a larger one is refused with the protocol's own error rather than held whole).
+   */
+  readonly perConnectionBufferLimitBytes: number;
   /** The resource as it came, for /config_dump. */
   readonly raw: unknown;
 }
@@ -80,6 +91,10 @@ export interface Endpoint {
   readonly weight: number;
   readonly health: HealthStatus;
   readonly priority: number;
+  /** filter_metadata["envoy.transport_socket_match"] (Istio: `tlsMode: istio`), read by transport_socket_matches. */
+  readonly transportSocketMatch?: Readonly<Record<string, string>>;
+  /** Istio's filter_metadata.istio.workload (`name;namespace;canonical-service;revision;cluster`), for telemetry. */
+  readonly workload?: string;
 }
 
 export interface ClusterLoadAssignment {
@@ -88,8 +103,47 @@ export interface ClusterLoadAssignment {
   readonly raw: unknown;
 }
 
+/** Envoy's circuit breaker thresholds (default priority): Istio's DestinationRule connectionPool. */
+export interface CircuitBreakers {
+  readonly maxConnections: number;
+  readonly maxPendingRequests: number;
+  readonly maxRequests: number;
+  readonly maxRetries: number;
+  /** retry_budget: active retries may be this share of active requests, but at least minRetryConcurrency. */
+  readonly retryBudget?: { readonly percent: number; readonly minRetryConcurrency: number };
+}
+
+/** Envoy's outlier detection (Istio's DestinationRule outlierDetection); errors are judged through gRPC statuses. */
+export interface OutlierDetection {
+  readonly consecutive5xx: number;
+  readonly consecutiveGatewayFailure: number;
+  readonly consecutiveLocalOriginFailure: number;
+  readonly enforcing5xx: number;
+  readonly enforcingGatewayFailure: number;
+  readonly enforcingLocalOrigin: number;
+  /** When false, local-origin failures (connect failures, resets, timeouts) count as 5xx too. */
+  readonly splitExternalLocalOriginErrors: boolean;
+  readonly intervalMs: number;
+  readonly baseEjectionTimeMs: number;
+  readonly maxEjectionTimeMs: number;
+  readonly maxEjectionPercent: number;
+}
+
+/** An active health check: a TCP connect, or the protocol's own heartbeat (xsidecar.health_checkers.rpc_heartbeat). */
+export interface HealthCheck {
+  readonly timeoutMs: number;
+  readonly intervalMs: number;
+  readonly unhealthyThreshold: number;
+  readonly healthyThreshold: number;
+  /** A codec name for a heartbeat check; undefined: TCP connect. */
+  readonly protocol?: string;
+}
+
 export interface Cluster {
   readonly name: string;
+  readonly circuitBreakers: CircuitBreakers;
+  readonly outlierDetection?: OutlierDetection;
+  readonly healthChecks: readonly HealthCheck[];
   readonly type: ClusterType;
   readonly connectTimeoutMs: number;
   readonly lbPolicy: LbPolicy;
@@ -97,6 +151,10 @@ export interface Cluster {
   readonly loadAssignment?: ClusterLoadAssignment;
   readonly edsServiceName?: string;
   readonly upstreamBindAddress?: string;
+  /** transport_socket_matches (Istio's `tlsMode-istio` / `tlsMode-disabled`), in order. */
+  readonly transportSocketMatches?: readonly TransportSocketMatch[];
+  /** The cluster's own transport_socket: used when no match entry applies. Undefined: plaintext. */
+  readonly transportSocket?: Pick<TransportSocketMatch, 'tls' | 'unsupported'>;
   readonly raw: unknown;
 }
 
@@ -123,10 +181,56 @@ export interface DynamicResources {
   readonly adsConfig?: AdsConfig;
 }
 
+/** A name of the DNS filter's inline table (envoy.data.dns.v3.DnsTable.DnsVirtualDomain). */
+export interface DnsTableName {
+  readonly name: string;
+  readonly addresses: readonly string[];
+  readonly ttlSeconds?: number;
+}
+
+/**
+ * A UDP listener holding envoy.filters.udp.dns_filter: not a listener we bind, but the DNS proxy's
+ * configuration (its address, its static table, its upstream resolvers).
+ */
+export interface DnsProxyConfig {
+  readonly listenerName: string;
+  readonly address: SocketAddress;
+  readonly names: readonly DnsTableName[];
+  /** client_config resolvers; empty: /etc/resolv.conf. */
+  readonly upstreams: readonly SocketAddress[];
+  readonly resolutionTimeoutMs?: number;
+}
+
+/**
+ * What callers may hold, process-wide: Envoy's overload manager (`overload_manager`, and the runtime key
+ * `overload.global_downstream_max_connections` in `layered_runtime`) plus xsidecar's own runtime keys.
+ */
+export interface Protection {
+  /** Undefined: derived from RLIMIT_NOFILE. An explicit value is clamped to that ceiling. */
+  readonly maxDownstreamConnections?: number;
+  /** envoy.resource_monitors.fixed_heap; undefined: V8's heap limit. */
+  readonly maxHeapBytes?: number;
+  /** Heap pressure (0..1) at which idle downstream connections are closed. */
+  readonly shedIdleAt: number;
+  /** Heap pressure (0..1) at which new downstream connections are refused. */
+  readonly stopAcceptingAt: number;
+  /** First-bytes timeout for chains that sniff (`xsidecar.sniff_timeout_ms`); 0 disables. */
+  readonly sniffTimeoutMs: number;
+  /** A frame must complete within this of its first byte (`xsidecar.frame_timeout_ms`); 0 disables. */
+  readonly frameTimeoutMs: number;
+  /** Bytes held in partial frames and unsent responses, all connections together (`xsidecar.buffer_budget_bytes`); undefined: derived from memory. */
+  readonly bufferBudgetBytes?: number;
+  /** Concurrent upstream dials for silent clients (`xsidecar.max_early_dials`); undefined: derived. */
+  readonly maxEarlyDials?: number;
+}
+
 export interface Bootstrap {
   readonly node: Node;
+  readonly protection: Protection;
   readonly admin?: SocketAddress;
   readonly listeners: readonly Listener[];
+  /** From a static UDP listener with the DNS filter; undefined: the proxy's defaults. */
+  readonly dns?: DnsProxyConfig;
   readonly clusters: readonly Cluster[];
   readonly dynamicResources?: DynamicResources;
   readonly raw: unknown;
@@ -159,7 +263,29 @@ export interface RouteMatch {
 
 export interface RetryPolicy {
   readonly numRetries: number;
+  /** Envoy's retry_on conditions: connect-failure, reset, 5xx, gateway-error, retriable-status-codes, and gRPC's (unavailable, …). */
   readonly retryOn: readonly string[];
+  /** Each try's own deadline; undefined: the request's deadline covers every try. */
+  readonly perTryTimeoutMs?: number;
+  /** HTTP codes for retriable-status-codes; RPC statuses are compared through their gRPC and HTTP meaning. */
+  readonly retriableStatusCodes: readonly number[];
+}
+
+/** envoy.extensions.filters.http.fault.v3.HTTPFault, per route (Istio's VirtualService `fault`). */
+export interface FaultInjection {
+  readonly delay?: { readonly ms: number; readonly percent: number };
+  /** An HTTP or gRPC status, answered with the protocol's nearest native error. */
+  readonly abort?: { readonly httpStatus?: number; readonly grpcStatus?: number; readonly percent: number };
+}
+
+/** envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, per route: a token bucket. */
+export interface LocalRateLimit {
+  readonly maxTokens: number;
+  readonly tokensPerFill: number;
+  readonly fillIntervalMs: number;
+  /** filter_enabled / filter_enforced, as percentages. */
+  readonly enabledPercent: number;
+  readonly enforcedPercent: number;
 }
 
 export interface RouteAction {
@@ -168,6 +294,10 @@ export interface RouteAction {
   /** 0 or undefined: no route-level timeout. */
   readonly timeoutMs?: number;
   readonly retryPolicy?: RetryPolicy;
+  readonly fault?: FaultInjection;
+  readonly rateLimit?: LocalRateLimit;
+  /** The route's name, for metrics of its rate limit and faults. */
+  readonly routeName?: string;
 }
 
 export interface Route {
@@ -197,6 +327,8 @@ export interface HttpConnectionManagerConfig extends NetworkFilterConfig {
   readonly statPrefix: string;
   readonly rdsName?: string;
   readonly routeConfig?: RouteConfiguration;
+  /** common_http_protocol_options.idle_timeout (Envoy's default: one hour): for RPC and the L4 fallback. */
+  readonly idleTimeoutMs: number;
 }
 
 /** xsidecar.xprotocol.v1.XProtocolProxy (proto/xsidecar/xprotocol/v1/xprotocol.proto). */
@@ -210,4 +342,9 @@ export interface XProtocolConfig extends NetworkFilterConfig {
   readonly cluster?: string;
   readonly maxFrameBytes: number;
   readonly defaultTimeoutMs: number;
+  /** Undefined: the bootstrap's (Protection). */
+  readonly sniffTimeoutMs?: number;
+  readonly frameTimeoutMs?: number;
+  /** A connection with nothing in flight and nothing read for this long is closed; 0 disables. */
+  readonly idleTimeoutMs: number;
 }

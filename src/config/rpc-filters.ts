@@ -7,9 +7,11 @@ import { registerNetworkFilter } from './extensions.js';
 import type { HttpConnectionManagerConfig, RouteConfiguration, XProtocolConfig } from './model.js';
 import { ConfigError, type ObjReader } from './reader.js';
 import { decodeRouteConfiguration } from './route.js';
+import { decodeAccessLog } from './access-log.js';
 
 const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 30_000;
+const ONE_HOUR_MS = 3_600_000;
 
 /** `rds` or an inline `route_config`, as both filters carry them. */
 function routeSpecifier(r: ObjReader): { rdsName?: string; routeConfig?: RouteConfiguration } {
@@ -32,9 +34,13 @@ registerNetworkFilter({
       if (r.has('scoped_routes')) throw new ConfigError(r.at('scoped_routes'), 'scoped routes are not supported');
       throw new ConfigError(r.at('rds'), 'needs rds or route_config');
     }
+    // An idle RPC connection, and the L4 fallback, close after the HTTP idle timeout (Envoy's default: 1 h).
+    const common = r.obj('common_http_protocol_options');
+    const idleTimeoutMs = common?.durationMs('idle_timeout') ?? ONE_HOUR_MS;
+    const accessLog = decodeAccessLog(r);
     // Everything else configures HTTP handling we do not do: RPC frames are routed, other bytes pass at L4.
     for (const k of Object.keys(r.value)) r.ignore(k);
-    return { kind: 'http_connection_manager', name, statPrefix: r.str('stat_prefix', ''), ...spec };
+    return { kind: 'http_connection_manager', name, statPrefix: r.str('stat_prefix', ''), idleTimeoutMs, accessLog, ...spec };
   },
 });
 
@@ -58,6 +64,10 @@ registerNetworkFilter({
       cluster,
       maxFrameBytes: r.int('max_frame_bytes', 16, 2 ** 31 - 1) ?? DEFAULT_MAX_FRAME_BYTES,
       defaultTimeoutMs: r.durationMs('default_timeout') || DEFAULT_TIMEOUT_MS,
+      sniffTimeoutMs: r.durationMs('sniff_timeout'),
+      frameTimeoutMs: r.durationMs('frame_timeout'),
+      idleTimeoutMs: r.durationMs('idle_timeout') ?? ONE_HOUR_MS,
+      accessLog: decodeAccessLog(r),
       ...spec,
     };
   },

@@ -1,4 +1,4 @@
-import type { Bootstrap, TcpProxyConfig } from './model.js';
+import type { Bootstrap, HttpConnectionManagerConfig, NetworkFilterConfig, RouteConfiguration, TcpProxyConfig, XProtocolConfig } from './model.js';
 import { ConfigError } from './reader.js';
 
 /**
@@ -24,13 +24,35 @@ export function checkReferences(b: Bootstrap): void {
   if (b.dynamicResources?.cdsConfig) return;
   for (const l of b.listeners) {
     for (const chain of l.defaultFilterChain ? [...l.filterChains, l.defaultFilterChain] : l.filterChains) {
-      for (const f of chain.filters) {
-        if (f.kind !== 'tcp_proxy') continue;
-        const tp = f as TcpProxyConfig;
-        for (const n of tp.cluster ? [tp.cluster] : tp.weightedClusters.map((w) => w.name)) {
-          if (!clusterNames.has(n)) throw new ConfigError(`${f.path}.typed_config.cluster`, `unknown cluster "${n}"`);
-        }
-      }
+      for (const f of chain.filters) checkFilterClusters(f, clusterNames);
     }
   }
+}
+
+function checkFilterClusters(f: NetworkFilterConfig, known: ReadonlySet<string>): void {
+  const at = `${f.path}.typed_config`;
+  const need = (name: string, path: string) => {
+    if (!known.has(name)) throw new ConfigError(path, `unknown cluster "${name}"`);
+  };
+  if (f.kind === 'tcp_proxy') {
+    const tp = f as TcpProxyConfig;
+    if (tp.cluster) need(tp.cluster, `${at}.cluster`);
+    tp.weightedClusters.forEach((w, i) => need(w.name, `${at}.weighted_clusters.clusters[${i}].name`));
+  } else if (f.kind === 'xprotocol' || f.kind === 'http_connection_manager') {
+    const cfg = f as XProtocolConfig | HttpConnectionManagerConfig;
+    if (cfg.kind === 'xprotocol' && cfg.cluster) need(cfg.cluster, `${at}.cluster`);
+    // Envoy rejects a static route to a cluster it does not know (validate_clusters); an RDS route may
+    // name one CDS has not sent yet, so only inline route configs are checked.
+    if (cfg.routeConfig) checkRouteClusters(cfg.routeConfig, `${at}.route_config`, need);
+  }
+}
+
+function checkRouteClusters(rc: RouteConfiguration, at: string, need: (name: string, path: string) => void): void {
+  rc.virtualHosts.forEach((vh, i) =>
+    vh.routes.forEach((r, j) => {
+      const path = `${at}.virtual_hosts[${i}].routes[${j}].route`;
+      if (r.action?.cluster) need(r.action.cluster, `${path}.cluster`);
+      r.action?.weightedClusters.forEach((w, k) => need(w.name, `${path}.weighted_clusters.clusters[${k}].name`));
+    }),
+  );
 }

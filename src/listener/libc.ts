@@ -13,6 +13,11 @@ export interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
   close(fd: number): number;
+  /** `rlim` is a struct rlimit: two 64-bit words, soft then hard. */
+  getrlimit(resource: number, rlim: Buffer): number;
+  setrlimit(resource: number, rlim: Buffer): number;
+  /** glibc: gives free heap memory back to the OS; 1 if some was released. */
+  mallocTrim(pad: number): number;
   errno(): number;
 }
 
@@ -31,6 +36,9 @@ export function loadLibc(): Libc | null {
       bind: lib.func('int bind(int, const uint8_t *addr, uint32_t addrlen)'),
       listen: lib.func('int listen(int, int)'),
       close: lib.func('int close(int)'),
+      getrlimit: lib.func('int getrlimit(int, _Out_ uint8_t *rlim)'),
+      setrlimit: lib.func('int setrlimit(int, const uint8_t *rlim)'),
+      mallocTrim: lib.func('int malloc_trim(size_t)'),
       errno: () => koffi.errno() as number,
     };
   } catch (e) {

@@ -3,11 +3,15 @@ import type { Listener, SocketAddress } from '../config/model.js';
 import type { Snapshot } from '../config/snapshot.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
+import { throttled } from '../observe/throttle.js';
 import { networkHandler } from '../proxy/context.js';
 import type { ClusterManager } from '../upstream/cluster-manager.js';
-import { matchFilterChain } from './chain-match.js';
+import { type ConnectionFacts, matchFilterChain } from './chain-match.js';
 import { ListenerIndex } from './handoff.js';
 import { localDestination, originalDestination } from './original-dst.js';
+import type { OverloadManager } from './overload.js';
+import { inspectTls, needsTlsInspector } from './tls-inspector.js';
+import { terminateTls, tlsMetrics } from './tls-terminator.js';
 import { openTransparentListener } from './transparent.js';
 import '../proxy/xprotocol/handlers.js';
 
@@ -17,6 +21,12 @@ interface Bound {
   /** The address actually bound (port 0 resolves to a real port). */
   local: SocketAddress;
 }
+
+/**
+ * How long the TLS inspector waits for a first byte before calling the connection raw_buffer (a
+ * server-first protocol on a port with TLS chains); a TLS client sends its ClientHello at once.
+ */
+const INSPECTOR_SILENT_MS = 1000;
 
 const sameConfig = (a: Listener, b: Listener) => a === b || JSON.stringify(a.raw) === JSON.stringify(b.raw);
 
@@ -35,6 +45,8 @@ export class ListenerManager {
   constructor(
     private readonly clusters: ClusterManager,
     private readonly drainTimeoutMs: number,
+    /** The global connection limit and heap actions; without one, every connection is accepted. */
+    private readonly overload?: OverloadManager,
   ) {}
 
   /** Applies a new Snapshot: binds new listeners, drains removed or changed ones. Returns bind errors. */
@@ -79,7 +91,11 @@ export class ListenerManager {
       server.once('error', reject);
       const onListening = () => {
         server.off('error', reject);
-        server.on('error', (err) => log.error({ listener: bound.listener.name, err: err.message }, 'listener error'));
+        // EMFILE/ENFILE on accept arrive here, once per refused connection: counted, logged rate-limited.
+        server.on('error', (err) => {
+          if (this.overload) this.overload.acceptError(bound.listener.name, err);
+          else log.error({ listener: bound.listener.name, err: err.message }, 'listener error');
+        });
         const a = server.address();
         if (typeof a === 'object' && a) bound.local = { address: a.address, port: a.port };
         resolve(bound);
@@ -91,6 +107,9 @@ export class ListenerManager {
 
   private onConnection(b: Bound, socket: Socket): void {
     socket.on('error', () => undefined); // each filter handles errors; this only keeps the process alive
+    const closeNow = () => socket.destroy();
+    const onClosed = (fn: () => void) => void socket.once('close', fn);
+    if (this.overload && !this.overload.admit(b.listener.name, closeNow, onClosed)) return;
     const snapshot = this.snapshot!;
     const receiving = b.listener;
     metrics.downstreamCx.inc({ listener: receiving.name });
@@ -100,12 +119,22 @@ export class ListenerManager {
     if (wantsOriginal && this.capturePorts.has(destination.port)) {
       // Dialled straight at a capture port, or a redirect loop: forwarding would only come back here.
       metrics.loopGuard.inc({ listener: receiving.name });
-      log.warn({ listener: receiving.name, destination, source }, 'loop guard: original destination is a capture port, closing');
+      throttled.warn('loop guard', { listener: receiving.name, destination, source }, 'loop guard: original destination is a capture port, closing');
       socket.destroy();
       return;
     }
     const listener = receiving.useOriginalDst ? this.index.handOff(receiving, destination) : receiving;
-    const chain = matchFilterChain(listener, { destination, source, transportProtocol: 'raw_buffer' });
+    if (needsTlsInspector(listener)) {
+      inspectTls(socket, INSPECTOR_SILENT_MS, (hello) => this.dispatch(socket, listener, snapshot, { destination, source, ...hello }));
+      return;
+    }
+    this.dispatch(socket, listener, snapshot, { destination, source, transportProtocol: 'raw_buffer' });
+  }
+
+  /** Matches a filter chain on what is known of the connection and hands it to the chain's terminal filter. */
+  private dispatch(socket: Socket, listener: Listener, snapshot: Snapshot, facts: ConnectionFacts): void {
+    const { destination, source } = facts;
+    const chain = matchFilterChain(listener, facts);
     const filter = chain?.filters[chain.filters.length - 1];
     const handler = filter && networkHandler(filter.kind);
     if (!chain || !filter || !handler) {
@@ -115,6 +144,18 @@ export class ListenerManager {
       return;
     }
     this.track(socket, listener);
+    if (chain.tls) {
+      terminateTls(socket, chain.tls, facts.applicationProtocols ?? [], (err, t) => {
+        if (err || !t) {
+          tlsMetrics.refused.inc({ listener: listener.name });
+          log.debug({ listener: listener.name, chain: chain.name, source, err: err?.message }, 'mesh mTLS refused');
+          return;
+        }
+        tlsMetrics.accepted.inc({ listener: listener.name });
+        handler({ socket: t.socket, listener, chain, destination, source, snapshot, live: this.live, clusters: this.clusters }, filter);
+      });
+      return;
+    }
     handler({ socket, listener, chain, destination, source, snapshot, live: this.live, clusters: this.clusters }, filter);
   }
 

@@ -64,13 +64,13 @@ t.test('weights, timeouts and retry policies decode as Istio sends them', async 
       domains: ['*'],
       retry_policy: { retry_on: 'connect-failure,reset', num_retries: 3 },
       routes: [
-        { match: { prefix: '/', headers: [{ name: 'method', exact_match: 'slow' }] }, route: { cluster: 'a', timeout: '0.25s', retry_policy: { retry_on: 'connect-failure', num_retries: 1 } } },
+        { match: { prefix: '/', headers: [{ name: 'method', exact_match: 'slow' }] }, route: { cluster: 'a', timeout: '0.25s', retry_policy: { retry_on: 'connect-failure,retriable-status-codes', num_retries: 1, per_try_timeout: '0.1s', retriable_status_codes: [503] } } },
         { match: { prefix: '/' }, route: { weighted_clusters: { clusters: [{ name: 'a', weight: 80 }, { name: 'b', weight: 20 }] }, timeout: '0s' } },
       ],
     },
   ]);
   const slow = selectRoute(rc, headers({ method: 'slow' }), undefined)!;
-  t.same([slow.timeoutMs, slow.retryPolicy], [250, { numRetries: 1, retryOn: ['connect-failure'] }], 'the route policy wins');
+  t.same([slow.timeoutMs, slow.retryPolicy], [250, { numRetries: 1, retryOn: ['connect-failure', 'retriable-status-codes'], perTryTimeoutMs: 100, retriableStatusCodes: [503] }], 'the route policy wins');
   const other = selectRoute(rc, headers({}), undefined)!;
   t.same(other.weightedClusters, [{ name: 'a', weight: 80 }, { name: 'b', weight: 20 }]);
   t.equal(other.timeoutMs, 0, 'Istio\'s "0s": no route timeout');

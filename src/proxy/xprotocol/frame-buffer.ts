@@ -35,5 +35,24 @@ export class FrameBuffer {
   /** Marks `n` bytes at the front as decoded. */
   consume(n: number): void {
     this.start += n;
+    // Nothing left: let go of the memory now rather than at the next read (a large frame's buffer would
+    // otherwise stay pinned for as long as its connection stays idle).
+    if (this.start === this.end) this.buf = undefined;
+  }
+
+  /** Bytes read but not yet decoded (a partial frame). */
+  get pending(): number {
+    return this.end - this.start;
+  }
+
+  /** Memory this buffer keeps alive for its partial frame: the whole allocation, not only the bytes used. */
+  get retained(): number {
+    return this.buf && this.start < this.end ? this.buf.length : 0;
+  }
+
+  /** Drops the partial frame (its connection is being closed). */
+  clear(): void {
+    this.buf = undefined;
+    this.start = this.end = 0;
   }
 }

@@ -4,6 +4,7 @@ import type { Cluster } from '../../config/model.js';
 import { log } from '../../observe/log.js';
 import { metrics, rpcMetrics } from '../../observe/metrics.js';
 import { throttled } from '../../observe/throttle.js';
+import type { ClusterResources } from '../../upstream/resources.js';
 import { connectUpstream } from '../../upstream/connect.js';
 import { transportFor } from '../../upstream/tls-origination.js';
 import type { Host } from '../../upstream/host.js';
@@ -37,8 +38,13 @@ class UpstreamConnection {
   closed = false;
   private draining = false;
 
-  constructor(private readonly pool: MultiplexPool) {
+  constructor(
+    private readonly pool: MultiplexPool,
+    /** The circuit breakers this connection counts against: those of the cluster that opened it. */
+    readonly resources: ClusterResources,
+  ) {
     const { host, cluster } = pool;
+    resources.connections++;
     metrics.upstreamCx.inc({ cluster: cluster.name });
     this.socket = connectUpstream(
       { address: host.address, port: host.port, timeoutMs: cluster.connectTimeoutMs, localAddress: cluster.upstreamBindAddress, transport: transportFor(cluster, host.transportSocketMatch) },
@@ -63,7 +69,10 @@ class UpstreamConnection {
     });
     const queued = this.queue!;
     this.queue = undefined;
-    for (const p of queued) this.write(p);
+    for (const p of queued) {
+      p.cluster.resources.pending--;
+      this.write(p);
+    }
   }
 
   private onConnectFailed(err: Error): void {
@@ -74,6 +83,7 @@ class UpstreamConnection {
     const queued = this.queue ?? [];
     this.queue = undefined;
     for (const p of queued) {
+      p.cluster.resources.pending--;
       p.conn = undefined;
       p.owner.fail(p, 'connect-failure', `cannot connect to ${this.pool.host.key}: ${err.message}`, false);
     }
@@ -81,9 +91,15 @@ class UpstreamConnection {
 
   send(p: Pending): void {
     this.lastActive = Date.now();
+    if (!this.queue) {
+      p.conn = this;
+      return this.write(p);
+    }
+    // Waiting for the connection: a pending request, which the cluster's max_pending_requests bounds.
+    if (!p.cluster.resources.tryPending()) return p.owner.fail(p, 'overflow', `too many requests waiting for a connection to ${this.pool.host.key}`, false);
+    p.cluster.resources.pending++;
     p.conn = this;
-    if (this.queue) this.queue.push(p);
-    else this.write(p);
+    this.queue.push(p);
   }
 
   sendOneway(frame: Frame, writer: Throttle): void {
@@ -106,7 +122,10 @@ class UpstreamConnection {
   /** The request was answered some other way (timeout): a late response is then dropped. */
   forget(p: Pending): void {
     if (this.pending.get(p.upstreamId) === p) this.pending.delete(p.upstreamId);
-    else if (this.queue) this.queue = this.queue.filter((q) => q !== p);
+    else if (this.queue?.includes(p)) {
+      this.queue = this.queue.filter((q) => q !== p);
+      p.cluster.resources.pending--;
+    }
     p.conn = undefined;
     this.closeIfDrained();
   }
@@ -222,27 +241,37 @@ export class MultiplexPool {
     }, KEEPALIVE_INTERVAL_MS / 3).unref();
   }
 
-  private pick(): UpstreamConnection {
+  /** The least loaded connection, or a new one while under the limits; undefined when max_connections forbids one. */
+  private pick(resources: ClusterResources): UpstreamConnection | undefined {
     let best: UpstreamConnection | undefined;
     for (const c of this.conns) if (!best || c.load < best.load) best = c;
     if (!best || (best.load >= GROW_AT && this.conns.length < MAX_CONNECTIONS)) {
-      best = new UpstreamConnection(this);
+      if (!resources.canConnect()) {
+        if (!best) metrics.upstreamOverflow.inc({ cluster: this.cluster.name, resource: 'connections' });
+        return best;
+      }
+      best = new UpstreamConnection(this, resources);
       this.conns.push(best);
     }
     return best;
   }
 
   send(p: Pending): void {
-    this.pick().send(p);
+    const c = this.pick(p.cluster.resources);
+    if (c) c.send(p);
+    else p.owner.fail(p, 'overflow', `cluster ${p.cluster.cluster.name} is at its max_connections`, false);
   }
 
-  sendOneway(frame: Frame, writer: Throttle): void {
-    this.pick().sendOneway(frame, writer);
+  sendOneway(frame: Frame, writer: Throttle, resources: ClusterResources): void {
+    this.pick(resources)?.sendOneway(frame, writer);
   }
 
   remove(c: UpstreamConnection): void {
     const i = this.conns.indexOf(c);
-    if (i >= 0) this.conns.splice(i, 1);
+    if (i >= 0) {
+      this.conns.splice(i, 1);
+      c.resources.connections--;
+    }
     if (this.draining && this.conns.length === 0) clearInterval(this.keepalive);
   }
 

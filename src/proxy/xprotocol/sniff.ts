@@ -1,6 +1,7 @@
 import type { Codec } from '../../../protocols/codec.js';
 import { codecs } from '../../../protocols/registry.js';
 import type { DownstreamContext } from '../context.js';
+import { countClosed, endEarlyDial, limits, tryEarlyDial, unwatch, watch, type Watched } from '../limits.js';
 import { L4Attempt, type L4Target, proxyL4 } from '../tcp-proxy.js';
 
 /** How long a silent client waits before we also dial the upstream, in case the server speaks first. */
@@ -13,6 +14,8 @@ export interface SniffOutcome {
   /** No codec matched; undefined when there is nowhere to send plain bytes (the connection closes). */
   readonly l4?: L4Target;
   notRpc?(): void;
+  /** The filter's own first-bytes timeout; undefined: the bootstrap's. 0 disables. */
+  readonly timeoutMs?: number;
 }
 
 function detect(head: Buffer): Codec | 'no' | 'need-more' {
@@ -31,15 +34,42 @@ function detect(head: Buffer): Codec | 'no' | 'need-more' {
  * upstream is dialled too: if the server speaks first the bytes flow at L4, and if the client then speaks
  * RPC that unused upstream connection is dropped. Idle RPC connection pools thus keep their request-level
  * routing, and server-first protocols are not stalled.
+ *
+ * Limits: at most `max_early_dials` such dials are in progress at once (beyond that a silent client just
+ * waits, costing no upstream descriptor), and a connection on which neither side has spoken a decisive
+ * byte within the sniff timeout is closed, as Envoy closes one whose listener filters time out.
  */
 export function sniff(ctx: DownstreamContext, out: SniffOutcome): void {
   const s = ctx.socket;
   let head: Buffer | undefined;
   let attempt: L4Attempt | undefined;
   let settled = false;
+  let dialing = false;
+  const endDial = () => {
+    if (dialing) endEarlyDial();
+    dialing = false;
+  };
+  const startedAt = Date.now();
+  const timeoutMs = out.timeoutMs ?? limits.sniffTimeoutMs;
+  const watcher: Watched = {
+    check(now) {
+      if (timeoutMs > 0 && now - startedAt >= timeoutMs) this.shed('sniff_timeout');
+    },
+    held: () => head?.length ?? 0,
+    idle: () => true,
+    silent: true,
+    shed(reason) {
+      countClosed(ctx.listener.name, reason, { source: ctx.source, bytesRead: head?.length ?? 0 });
+      settle();
+      attempt?.cancel();
+      s.destroy();
+    },
+  };
   const settle = () => {
     settled = true;
     clearTimeout(timer);
+    unwatch(watcher);
+    endDial();
     s.off('data', onData);
     s.pause();
   };
@@ -63,7 +93,8 @@ export function sniff(ctx: DownstreamContext, out: SniffOutcome): void {
     out.rpc(found, head);
   };
   const timer = setTimeout(() => {
-    if (settled || head || !out.l4) return;
+    if (settled || head || !out.l4 || !tryEarlyDial()) return;
+    dialing = true;
     attempt = new L4Attempt(ctx, out.l4);
     attempt.onUpstreamFirst = (chunk) => {
       if (settled) return;
@@ -75,5 +106,9 @@ export function sniff(ctx: DownstreamContext, out: SniffOutcome): void {
   s.once('end', () => {
     if (!settled) toL4(head);
   });
+  s.once('close', () => {
+    if (!settled) settle();
+  });
+  watch(watcher, timeoutMs);
   s.resume();
 }
