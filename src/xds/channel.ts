@@ -27,7 +27,26 @@ export function openChannel(target: XdsTarget): grpc.Client {
     'grpc.keepalive_permit_without_calls': 1,
   };
   let creds = grpc.credentials.createInsecure();
-  if (target.tls) {
+  if (target.tls?.workloadIdentity) {
+    const identity = target.tls.identity;
+    if (!identity) throw new Error('the xDS connection needs the workload identity (mTLS to istiod), and there is none');
+    const c = identity.credentials();
+    const call = grpc.credentials.createFromMetadataGenerator((_params, cb) => {
+      try {
+        const md = new grpc.Metadata();
+        for (const [k, v] of Object.entries(identity.callMetadata())) md.set(k, v);
+        cb(null, md);
+      } catch (e) {
+        cb(e as Error);
+      }
+    });
+    creds = grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(c.rootPem), Buffer.from(c.keyPem), Buffer.from(c.chainPem)), call);
+    const serverName = target.tls.serverName ?? identity.serverName;
+    if (serverName) {
+      options['grpc.ssl_target_name_override'] = serverName;
+      options['grpc.default_authority'] = serverName;
+    }
+  } else if (target.tls) {
     const { caFile, certFile, keyFile, serverName } = target.tls;
     creds = grpc.credentials.createSsl(read(caFile), read(keyFile), read(certFile));
     if (serverName) {

@@ -11,12 +11,13 @@ import { DeltaAdsClient } from './delta-client.js';
 import type { NameTable } from './engine.js';
 import { buildNodeIdentity, type Env } from './node-identity.js';
 import type { Published } from './snapshot-builder.js';
-import { resolveXdsTarget } from './target.js';
+import { resolveXdsTarget, type XdsIdentity } from './target.js';
 
 export { expandOpaqueAnys } from './any.js';
 export type { XdsClient, XdsClientStatus } from './ads-stream.js';
 export type { NameTable, NameInfo } from './engine.js';
 export type { Published } from './snapshot-builder.js';
+export type { XdsIdentity } from './target.js';
 
 /** Envoy's default initial_fetch_timeout, used when the bootstrap's config source does not set one. */
 const ENVOY_INITIAL_FETCH_TIMEOUT_MS = 15_000;
@@ -31,12 +32,20 @@ export interface CreateXdsOptions {
   readonly onNameTable?: (t: NameTable) => void;
   readonly log: Logger;
   readonly backoff?: BackoffOptions;
+  /** The workload identity, for mTLS to istiod's secure port. */
+  readonly identity?: XdsIdentity;
+}
+
+/** Whether this bootstrap's xDS connection uses the workload certificate (so it must wait for it). */
+export function xdsNeedsIdentity(bootstrap: Bootstrap, address?: string): boolean {
+  return !!resolveXdsTarget(bootstrap, address).tls?.workloadIdentity;
 }
 
 export function createXdsClient(o: CreateXdsOptions): XdsClient {
   const { node, warnings } = buildNodeIdentity({ rawNode: (o.bootstrap.raw as { node?: unknown } | undefined)?.node, env: o.env, version: o.version });
   for (const w of warnings) o.log.warn(w);
-  const target = resolveXdsTarget(o.bootstrap, o.address);
+  const resolved = resolveXdsTarget(o.bootstrap, o.address);
+  const target = resolved.tls?.workloadIdentity && o.identity ? { ...resolved, tls: { ...resolved.tls, identity: o.identity } } : resolved;
   const dyn = o.bootstrap.dynamicResources;
   const cds = dyn?.cdsConfig?.initialFetchTimeoutMs ?? ENVOY_INITIAL_FETCH_TIMEOUT_MS;
   const lds = dyn?.ldsConfig?.initialFetchTimeoutMs ?? ENVOY_INITIAL_FETCH_TIMEOUT_MS;

@@ -16,7 +16,28 @@ export interface TlsFiles {
   readonly keyFile?: string;
   /** Server name to verify (and send as SNI / :authority); istiod's certificate names istiod.istio-system.svc. */
   readonly serverName?: string;
+  /**
+   * mTLS with the workload certificate from the CA client and the mesh root, plus the token and ClusterID
+   * on the stream (what pilot-agent does for Envoy): the xds-grpc cluster names the SDS secrets `default`
+   * / `ROOTCA`, or `--xds-address` points at istiod's secure port 15012.
+   */
+  readonly workloadIdentity?: boolean;
+  /** Filled in by createXdsClient from the server's identity. */
+  readonly identity?: XdsIdentity;
 }
+
+/** What the xDS channel needs from the workload identity (src/identity implements it). */
+export interface XdsIdentity {
+  /** Throws while there is no certificate yet. */
+  credentials(): { readonly rootPem: string; readonly keyPem: string; readonly chainPem: string };
+  /** authorization (Bearer token, re-read each time) and ClusterID. */
+  callMetadata(): Readonly<Record<string, string>>;
+  /** The name istiod's certificate must carry when the config does not say (ISTIOD_SAN). */
+  readonly serverName?: string;
+}
+
+/** istiod's secure port: without TLS settings of its own, --xds-address to it means mTLS with the workload identity. */
+export const ISTIOD_SECURE_PORT = 15012;
 
 export interface XdsTarget {
   /** A grpc-js target: host:port, dns:host:port or ipv4:a:port,b:port. */
@@ -52,8 +73,15 @@ function tlsOfCluster(cluster: Cluster, path: string): TlsFiles | undefined {
   }
   if (!typed) throw new ConfigError(ts.at('typed_config'), 'an UpstreamTlsContext is required');
   const common = typed.obj('common_tls_context');
-  if (common?.has('tls_certificate_sds_secret_configs') || common?.has('validation_context_sds_secret_config')) {
-    throw new ConfigError(common.path, 'SDS secrets are not supported for the xDS connection; use tls_certificates and validation_context files');
+  const sdsNames = [
+    ...(common?.objList('tls_certificate_sds_secret_configs') ?? []).map((s) => s.str('name')),
+    common?.obj('combined_validation_context')?.obj('validation_context_sds_secret_config')?.str('name'),
+    common?.obj('validation_context_sds_secret_config')?.str('name'),
+  ].filter((n): n is string => n !== undefined);
+  if (sdsNames.length > 0) {
+    const other = sdsNames.find((n) => n !== 'default' && n !== 'ROOTCA');
+    if (other) throw new ConfigError(common!.path, `SDS secret "${other}" is not supported for the xDS connection; use "default" and "ROOTCA" (the workload identity) or files`);
+    return { workloadIdentity: true, serverName: typed.str('sni') };
   }
   const cert = common?.objList('tls_certificates')[0];
   const validation = common?.obj('validation_context') ?? common?.obj('combined_validation_context')?.obj('default_validation_context');
@@ -113,7 +141,8 @@ export function resolveXdsTarget(bootstrap: Bootstrap, addressOverride?: string)
     if (!/^(\[[^\]]+\]|[^:/\s]+):\d{1,5}$/.test(addressOverride) && !/^[a-z0-9]+:/.test(addressOverride)) {
       throw new ConfigError('--xds-address', `expected host:port, got "${addressOverride}"`);
     }
-    return { target: addressOverride, tls, source: '--xds-address' };
+    const securePort = !tls && addressOverride.endsWith(`:${ISTIOD_SECURE_PORT}`);
+    return { target: addressOverride, tls: securePort ? { workloadIdentity: true } : tls, source: '--xds-address' };
   }
   if (!target) throw new ConfigError('dynamic_resources.ads_config', 'no xDS server: set envoy_grpc.cluster_name or google_grpc.target_uri, or pass --xds-address');
   return { target, tls, source };

@@ -272,7 +272,7 @@ function serve(api: 'sotw' | 'delta') {
   return (call: grpc.ServerDuplexStream<Plain, Plain>) => {
     const s: Stream = { id: ++streamSeq, api, call, sotw: new Map(), delta: new Map(), nodeSeen: false };
     streams.set(s.id, s);
-    out({ event: 'stream', stream: s.id, api, open: true, peer: call.getPeer() });
+    out({ event: 'stream', stream: s.id, api, open: true, peer: call.getPeer(), authorization: call.metadata.get('authorization')[0], clusterId: call.metadata.get('clusterid')[0] });
     call.on('data', (req: Plain) => {
       try {
         if (api === 'sotw') onSotwRequest(s, req);

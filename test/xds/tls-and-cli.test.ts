@@ -74,10 +74,11 @@ t.test('mutual TLS to istiod from the xds-grpc cluster\'s UpstreamTlsContext', {
   t.equal((await noCert.get('/ready')).status, 503, 'istiod refuses a client without a certificate: never ready');
   noCert.kill('SIGKILL');
 
-  const sds = bootstrap({ common_tls_context: { tls_certificate_sds_secret_configs: [{ name: 'default' }] } });
+  // "default" / "ROOTCA" are the workload identity (test/identity/readiness.test.ts); other SDS names are not served.
+  const sds = bootstrap({ common_tls_context: { tls_certificate_sds_secret_configs: [{ name: 'my-secret' }] } });
   const r = runCli(['run', '-c', writeTemp('tls-sds.json', sds), '--health-port', '0', '--prometheus-port', '0']);
   t.equal(r.status, 1);
-  t.match(r.stderr, /static_resources\.clusters\[0\]\.transport_socket\.typed_config\.common_tls_context: SDS secrets are not supported for the xDS connection/);
+  t.match(r.stderr, /static_resources\.clusters\[0\]\.transport_socket\.typed_config\.common_tls_context: SDS secret "my-secret" is not supported for the xDS connection/);
 });
 
 async function startTlsServer(resources: Json[], tlsArgs: string[]): Promise<AdsServer & { kill(): unknown }> {
