@@ -1,20 +1,25 @@
 #!/usr/bin/env node
+import './preflight.js'; // first: may re-exec with the heap defaults before anything else is evaluated
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { iptablesCommand } from '../capture/command.js';
 import { decodeBootstrap, loadBootstrapFile } from '../config/bootstrap.js';
 import { defaultBootstrap } from '../config/default-bootstrap.js';
+import { DNS_FLAG_OPTIONS, DNS_USAGE, dnsFlagsFrom } from '../dns/flags.js';
 import type { Bootstrap } from '../config/model.js';
 import { ConfigError, newContext, parseDurationMs } from '../config/reader.js';
 import { log } from '../observe/log.js';
 import { Sidecar } from '../server/sidecar.js';
 import { adsBootstrap } from '../xds/bootstrap.js';
 
-const USAGE = `usage:
+// The agent and capture commands load only when asked for: `run` needs neither (idle footprint).
+const usage = async () => `usage:
   xsidecar run [-c FILE] [--xds-address HOST:PORT] [--drain-timeout 5s] [--health-port 15021] [--prometheus-port 15090] [--log-level info]
+      [--ca-address HOST:PORT] [--ca-root-cert FILE] [--token-file FILE]   (workload identity; env CA_ADDR, ISTIOD_SAN, TRUST_DOMAIN, SECRET_TTL, ECC_SIGNATURE_ALGORITHM…)
+      [--access-log PATH|-] [--no-istio-metrics] [--rpc-stats-max-methods 500]
+      ${DNS_USAGE}
   xsidecar check -c FILE
   xsidecar iptables [istio-iptables flags] [--dry-run | --clean]
-`;
+${(await import('../agent/commands.js')).ISTIO_USAGE}`;
 
 const version = (): string => {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -32,6 +37,13 @@ function port(value: string | undefined, fallback: number, flag: string): number
   return n;
 }
 
+function maxMethods(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError('--rpc-stats-max-methods', `expected a whole number, got "${value}"`);
+  return n;
+}
+
 async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -42,6 +54,13 @@ async function run(argv: string[]): Promise<number> {
       'prometheus-port': { type: 'string' },
       'log-level': { type: 'string' },
       'xds-address': { type: 'string' },
+      'ca-address': { type: 'string' },
+      'ca-root-cert': { type: 'string' },
+      'token-file': { type: 'string' },
+      'access-log': { type: 'string' },
+      'no-istio-metrics': { type: 'boolean' },
+      'rpc-stats-max-methods': { type: 'string' },
+      ...DNS_FLAG_OPTIONS,
     },
   });
   if (values['log-level']) log.level = values['log-level'];
@@ -60,6 +79,9 @@ async function run(argv: string[]): Promise<number> {
     version: version(),
     xdsAddress,
     env: process.env,
+    dns: dnsFlagsFrom(values, process.env),
+    identity: { caAddress: values['ca-address'], rootCertFile: values['ca-root-cert'], tokenFile: values['token-file'] },
+    telemetry: { istioMetrics: !values['no-istio-metrics'], accessLog: values['access-log'], maxRpcMethods: maxMethods(values['rpc-stats-max-methods']) },
   });
   await sidecar.start();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
@@ -74,7 +96,7 @@ function check(argv: string[]): number {
   const ctx = newContext();
   const b = load(values.config, ctx);
   for (const w of ctx.warnings) console.log(`warning: ${w}`);
-  console.log(`ok: ${values.config}: ${b.listeners.length} listener(s) [${b.listeners.map((l) => `${l.name}@${l.address.address}:${l.address.port}`).join(', ')}], ${b.clusters.length} cluster(s) [${b.clusters.map((c) => c.name).join(', ')}]${b.dynamicResources?.adsConfig ? ', ADS configured' : ''}, ${ctx.warnings.length} warning(s)`);
+  console.log(`ok: ${values.config}: ${b.listeners.length} listener(s) [${b.listeners.map((l) => `${l.name}@${l.address.address}:${l.address.port}`).join(', ')}], ${b.clusters.length} cluster(s) [${b.clusters.map((c) => c.name).join(', ')}]${b.dynamicResources?.adsConfig ? ', ADS configured' : ''}${b.dns ? `, DNS proxy ${b.dns.address.address}:${b.dns.address.port} (${b.dns.names.length} name(s))` : ''}, ${ctx.warnings.length} warning(s)`);
   return 0;
 }
 
@@ -86,15 +108,19 @@ async function main(argv: string[]): Promise<number> {
     case 'check':
       return check(rest);
     case 'iptables':
-      return iptablesCommand(rest);
+      return (await import('../capture/command.js')).iptablesCommand(rest);
+    case 'proxy':
+    case 'istio-iptables':
+    case 'pilot-agent':
+      return (await import('../agent/commands.js')).istioCommand(cmd, rest, version());
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE);
+      process.stdout.write(await usage());
       return cmd === undefined ? 1 : 0;
     default:
-      process.stderr.write(`unknown command "${cmd}"\n${USAGE}`);
+      process.stderr.write(`unknown command "${cmd}"\n${await usage()}`);
       return 1;
   }
 }
