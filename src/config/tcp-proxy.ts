@@ -1,6 +1,7 @@
 import { registerNetworkFilter } from './extensions.js';
 import type { TcpProxyConfig } from './model.js';
 import { ConfigError } from './reader.js';
+import { decodeAccessLog } from './access-log.js';
 
 const ONE_HOUR_MS = 3_600_000;
 
@@ -9,7 +10,7 @@ registerNetworkFilter({
   filterNames: ['envoy.filters.network.tcp_proxy', 'envoy.tcp_proxy'],
   terminal: true,
   decode(r, name): TcpProxyConfig {
-    r.ignore('access_log', 'max_connect_attempts', 'metadata_match', 'hash_policy', 'on_demand', 'upstream_idle_timeout');
+    r.ignore('max_connect_attempts', 'metadata_match', 'hash_policy', 'on_demand', 'upstream_idle_timeout');
     const cluster = r.str('cluster');
     const weighted = r.obj('weighted_clusters');
     const weightedClusters = (weighted?.objList('clusters') ?? []).map((c) => {
@@ -29,6 +30,7 @@ registerNetworkFilter({
       cluster,
       weightedClusters,
       idleTimeoutMs: r.durationMs('idle_timeout') ?? ONE_HOUR_MS,
+      accessLog: decodeAccessLog(r),
     };
   },
 });

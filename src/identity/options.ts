@@ -5,6 +5,7 @@
  * (SECRET_GRACE_PERIOD_RATIO, SECRET_GRACE_PERIOD_RATIO_JITTER) and the key type (ECC_SIGNATURE_ALGORITHM).
  * The token and the mesh root are the files Istio's injector mounts.
  */
+import { existsSync } from 'node:fs';
 import { ConfigError } from '../config/reader.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -31,6 +32,12 @@ export interface IdentityOptions {
   /** First retry delay after a failed call; doubles up to retryMaxMs. */
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
+  /**
+   * A CA is part of this pod's set-up: CA_ADDR or --ca-address given, or the token Istio mounts present.
+   * Without one (a sidecar run by hand, a test) nothing would ever issue a certificate, so readiness does
+   * not wait for one and mesh TLS fails closed instead.
+   */
+  readonly configured: boolean;
 }
 
 export const ISTIO_TOKEN_FILE = '/var/run/secrets/tokens/istio-token';
@@ -91,6 +98,7 @@ export function identityOptionsFrom(env: Env, flags: IdentityFlags = {}): Identi
     graceJitterRatio: ratio(env, 'SECRET_GRACE_PERIOD_RATIO_JITTER', 0.01),
     retryBaseMs: 1000,
     retryMaxMs: 30_000,
+    configured: flags.caAddress !== undefined || !!env.CA_ADDR || existsSync(flags.tokenFile ?? ISTIO_TOKEN_FILE),
   };
 }
 

@@ -27,6 +27,8 @@ export const CLIENT_PROTOS: readonly string[] = [
   // Per-route configs the router acts on: Istio's VirtualService fault, and a local rate limit.
   'envoy/extensions/filters/http/fault/v3/fault.proto',
   'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',
+  // The file access logger: filters' access_log is acted on (an Istio listener logs to /dev/stdout).
+  'envoy/extensions/access_loggers/file/v3/file.proto',
   'xsidecar/xprotocol/v1/xprotocol.proto',
   'istio/networking/nds/v1/nds.proto',
   // Mesh mTLS: clusters' transport_socket_matches and inbound chains' transport sockets are acted on.
@@ -50,7 +52,6 @@ export const DUMP_PROTOS: readonly string[] = [
   'envoy/extensions/filters/network/rbac/v3/rbac.proto',
   'envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto',
   'envoy/extensions/request_id/uuid/v3/uuid.proto',
-  'envoy/extensions/access_loggers/file/v3/file.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto',
   'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',

@@ -1,7 +1,7 @@
 /**
  * From the Any-wrapped resources of one response to decoded config, with an error per bad resource
  * that names it and the field at fault. A resource whose bytes did not change since the last accepted
- * version is reused as it was (istiod's full pushes resend everything; Envoy does the same).
+ * version is reused as it was, without being decoded (istiod's full pushes resend everything).
  */
 import { decodeCluster, decodeLoadAssignment } from '../config/cluster.js';
 import { decodeListener } from '../config/listener.js';
@@ -64,10 +64,23 @@ export function decodeResources(
   const failures: ResourceFailure[] = [];
   const seen = new Set<string>();
   const typeUrl = TYPE_URL[kind];
+  // The bytes name the resource, so bytes seen before are that resource: found by digest before anything
+  // is decoded, a full push that resends the mesh costs a hash per unchanged resource.
+  let byDigest: Map<string, Resource> | undefined;
   items.forEach((item, i) => {
     let name = item.name ?? `#${i}`;
     let raw: Record<string, unknown> | undefined;
     try {
+      const digest = digestOf(item.any.value);
+      byDigest ??= new Map([...previous.values()].map((r) => [r.digest, r]));
+      const known = item.any.type_url === typeUrl ? byDigest.get(digest) : undefined;
+      if (known && (item.name === undefined || item.name === known.name)) {
+        name = known.name;
+        if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
+        seen.add(name);
+        resources.push(known);
+        return;
+      }
       const message = decodeMessage(protos, item.any, typeUrl);
       const inner = nameOf(message);
       if (!inner) throw new ConfigError(kind === 'endpoint' ? 'cluster_name' : 'name', 'is required');
@@ -75,12 +88,6 @@ export function decodeResources(
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
-      const digest = digestOf(item.any.value);
-      const prev = previous.get(name);
-      if (prev && prev.digest === digest) {
-        resources.push(prev);
-        return;
-      }
       raw = toPlain(protos, typeUrl, message);
       const ctx = newContext();
       const config = DECODERS[kind](raw, ctx);

@@ -27,6 +27,8 @@ const waitUntil = async (cond: () => boolean, timeoutMs = 30_000) => {
 };
 
 t.test('options: Istio env names, defaults and bad values', async (t) => {
+  t.equal(identityOptionsFrom({}, { tokenFile: '/nonexistent/istio-token' }).configured, false, 'no CA_ADDR, no flag, no token: no CA to wait for');
+  t.equal(identityOptionsFrom({ CA_ADDR: '10.0.0.1:15012' }, { tokenFile: '/nonexistent/istio-token' }).configured, true);
   const o = identityOptionsFrom({});
   t.match(o, { caAddress: 'istiod.istio-system.svc:15012', caServerName: 'istiod.istio-system.svc', rootCertFile: '/var/run/secrets/istio/root-cert.pem', tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'Kubernetes', trustDomain: 'cluster.local', ttlSeconds: 86400, keyAlgorithm: 'RSA', graceRatio: 0.5 });
   t.match(identityOptionsFrom({ CA_ADDR: '10.0.0.1:15012', ISTIOD_SAN: 'istiod.x.svc', ECC_SIGNATURE_ALGORITHM: 'ECDSA', SECRET_TTL: '2m' }), { caServerName: 'istiod.x.svc', keyAlgorithm: 'ECDSA', ttlSeconds: 120 });

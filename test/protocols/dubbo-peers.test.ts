@@ -8,24 +8,13 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import { peer, type Proc } from '../helpers/netns.js';
+import type { DubboClientKind, DubboOutcome } from '../helpers/dubbo.js';
 import { spawnLocal } from '../helpers/sidecar.js';
 
-type Client = 'apache' | 'dubbo2js';
+type Client = DubboClientKind;
 const CLIENTS: Client[] = ['apache', 'dubbo2js'];
 type Test = Pick<typeof t, 'teardown'>;
-
-interface Outcome {
-  id?: unknown;
-  ok: number;
-  failed: number;
-  results: Record<string, number>;
-  errors: Record<string, number>;
-  errorTypes: Record<string, number>;
-  elapsedMs: number;
-  firstFailure: number | null;
-  lastFailure: number | null;
-  okAfterLastFailure: number;
-}
+type Outcome = DubboOutcome & { id?: unknown };
 
 interface Provider {
   proc: Proc;

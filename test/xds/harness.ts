@@ -137,11 +137,11 @@ export interface AdsRequest {
 export class AdsServer {
   private constructor(readonly proc: Proc, readonly port: number) {}
 
-  static async start(o: { resources: Json[]; version?: string; port?: number; host?: string; ns?: string; label?: string }): Promise<AdsServer> {
+  static async start(o: { resources: Json[]; version?: string; port?: number; host?: string; ns?: string; label?: string; timeoutMs?: number }): Promise<AdsServer> {
     const file = writeTemp(`ads-${o.label ?? 'res'}-${Date.now()}.json`, { version: o.version ?? 'v1', resources: o.resources });
     const args = ['--resources', file, '--port', String(o.port ?? 0), '--host', o.host ?? '127.0.0.1'];
     const proc = o.ns ? spawnNode(o.ns, peer('ads-server'), args) : new Proc(spawn(process.execPath, [peer('ads-server'), ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] }), 'ads-server');
-    const l = await proc.waitJson<{ event?: string; port?: number }>((x) => x.event === 'listening', 20_000);
+    const l = await proc.waitJson<{ event?: string; port?: number }>((x) => x.event === 'listening', o.timeoutMs ?? 20_000);
     return new AdsServer(proc, l.port!);
   }
 
@@ -193,7 +193,7 @@ export class AdsServer {
 export class SidecarProc {
   private constructor(readonly proc: Proc, readonly admin: string) {}
 
-  static async start(bootstrap: Json, o: { env?: Record<string, string>; args?: string[] } = {}): Promise<SidecarProc> {
+  static async start(bootstrap: Json, o: { env?: Record<string, string>; args?: string[]; timeoutMs?: number } = {}): Promise<SidecarProc> {
     const file = writeTemp(`sidecar-${Date.now()}-${Math.random().toString(36).slice(2)}.json`, bootstrap);
     // The node identity reads the pod environment; the test's own must not leak into it.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(POD_NAME|POD_NAMESPACE|INSTANCE_IP|SERVICE_ACCOUNT|ISTIO_META_.*|ISTIO_METAJSON_.*)$/.test(k)));
@@ -203,7 +203,7 @@ export class SidecarProc {
       env: { ...env, XSIDECAR_LOG_LEVEL: 'info', ...o.env },
     });
     const proc = new Proc(child, 'sidecar');
-    const started = await proc.waitJson<{ msg?: string; admin?: string }>((x) => x.msg === 'xsidecar started', 20_000);
+    const started = await proc.waitJson<{ msg?: string; admin?: string }>((x) => x.msg === 'xsidecar started', o.timeoutMs ?? 20_000);
     return new SidecarProc(proc, started.admin!);
   }
 

@@ -1,0 +1,65 @@
+/**
+ * V8 heap defaults for the sidecar, applied by `xsidecar run` before anything else loads.
+ *
+ * A sidecar's memory is paid once per pod, so its heap must be sized by the sidecar, not by V8's
+ * desktop-sized defaults: Node 24's V8 lets the young generation grow to tens of MiB and the old
+ * generation to several times the live heap before it collects, which after a few large xDS pushes
+ * leaves hundreds of MiB resident for a live heap of about 50 MiB (see bench/xds-scale.ts). Like
+ * Istio's pilot-agent setting GOMEMLIMIT from the container's limit, we size V8 from
+ * `process.constrainedMemory()` (the cgroup limit):
+ *
+ * - `--max-semi-space-size`: a small, fixed young generation. Scavenges get more frequent but each is
+ *   short; the data path allocates little per request, so CPU per request does not move measurably.
+ * - `--max-old-space-size`: three quarters of the container's limit (the rest: young generation, code,
+ *   Buffers, the binary), between 96 MiB and 2 GiB; without a container limit, V8's own default. It is a
+ *   hard limit (V8 aborts past it), so it is never set below what a large mesh needs; the overload
+ *   manager's heap actions work against it, before it is reached.
+ *
+ * Flags given explicitly (on the command line or in NODE_OPTIONS) win; XSIDECAR_HEAP_DEFAULTS=off turns
+ * the defaults off. They are applied by replacing the process with `process.execve` (Node ≥ 22.15 and
+ * 23.11): no second process stays behind. Older Node has no execve, and a supervising parent would cost
+ * more memory than the flags save, so there the process runs with V8's defaults (set NODE_OPTIONS).
+ */
+import { totalmem } from 'node:os';
+
+export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
+/** MiB. Measured: 1 and 2 MiB hold RSS the same, 1 MiB costs more scavenges (bench/xds-scale.ts). */
+export const SEMI_SPACE_MIB = 2;
+const MIB = 1024 * 1024;
+
+/** The container's memory limit in bytes, or undefined when there is none (or it is above the machine's RAM). */
+export function containerLimit(constrained = process.constrainedMemory?.(), total = totalmem()): number | undefined {
+  if (!constrained || !Number.isFinite(constrained) || constrained <= 0 || constrained >= total) return undefined;
+  return constrained;
+}
+
+/** V8 reads `--max_semi_space_size` and `--max-semi-space-size` alike. */
+const has = (args: readonly string[], flag: string) => args.map((a) => a.replace(/_/g, '-')).some((a) => a === flag || a.startsWith(`${flag}=`));
+
+/** The heap flags to add, given what is already set. */
+export function heapFlags(limitBytes: number | undefined, given: readonly string[]): string[] {
+  const flags: string[] = [];
+  if (!has(given, '--max-semi-space-size')) flags.push(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
+  if (limitBytes !== undefined && !has(given, '--max-old-space-size')) {
+    const mib = Math.min(2048, Math.max(96, Math.floor((limitBytes * 0.75) / MIB)));
+    flags.push(`--max-old-space-size=${mib}`);
+  }
+  return flags;
+}
+
+/**
+ * Re-executes this process with the heap defaults when they are missing and execve exists; returns only
+ * when nothing needs to change (or cannot be changed).
+ */
+export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
+  if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied') return;
+  const execve = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
+  if (typeof execve !== 'function') return;
+  const given = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
+  const flags = heapFlags(containerLimit(), given);
+  if (flags.length === 0) return;
+  const next: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
+  next[HEAP_ENV] = 'applied';
+  execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
+}

@@ -1,0 +1,48 @@
+/**
+ * The sidecar's V8 heap defaults: derived from the container's memory limit, never overriding flags the
+ * operator gave, and applied to the real CLI process (by execve where Node has it).
+ */
+import { spawnSync } from 'node:child_process';
+import t from 'tap';
+import { containerLimit, heapFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { cliPath } from '../helpers/paths.js';
+
+const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
+
+t.test('the container limit: a cgroup limit below the machine RAM, else none', async (t) => {
+  t.equal(containerLimit(512 * MIB, 16 * GIB), 512 * MIB);
+  t.equal(containerLimit(2 ** 64, 16 * GIB), undefined, 'no cgroup limit (Node reports 2^64)');
+  t.equal(containerLimit(32 * GIB, 16 * GIB), undefined, 'a limit above RAM is no limit');
+  t.equal(containerLimit(0, 16 * GIB), undefined);
+  t.equal(containerLimit(undefined, 16 * GIB), undefined, 'a Node without constrainedMemory');
+});
+
+t.test('flags: a small young generation always, the old generation from the limit', async (t) => {
+  t.same(heapFlags(undefined, []), [`--max-semi-space-size=${SEMI_SPACE_MIB}`], 'no limit: V8 sizes the old generation');
+  t.same(heapFlags(1 * GIB, []), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--max-old-space-size=768'], 'three quarters of 1 GiB (Istio\'s default limit)');
+  t.same(heapFlags(64 * MIB, []), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--max-old-space-size=96'], 'never below 96 MiB');
+  t.same(heapFlags(64 * GIB, []), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--max-old-space-size=2048'], 'never above 2 GiB');
+  t.same(heapFlags(1 * GIB, ['--max-old-space-size=300', '--max-semi-space-size=8']), [], 'given flags win');
+  t.same(heapFlags(1 * GIB, ['--max_semi_space_size=8']), ['--max-old-space-size=768'], 'in either spelling');
+});
+
+t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started (Node 20)', async (t) => {
+  // A module imported before the CLI prints the flags the process runs with, in each process image.
+  const show = `data:text/javascript,process.stderr.write("execArgv " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + "\\n")`;
+  const run = (env: Record<string, string>, flags: string[] = []) =>
+    spawnSync(process.execPath, [`--import=${show}`, ...flags, cliPath, 'run', '-c', '/nonexistent/bootstrap.yaml'], { env: { ...process.env, XSIDECAR_HEAP_DEFAULTS: '', ...env }, encoding: 'utf8' });
+  const seen = (r: ReturnType<typeof run>) => [...r.stderr.matchAll(/^execArgv (.*)$/gm)].map((m) => JSON.parse(m[1]!) as string[]);
+  const hasExecve = typeof (process as { execve?: unknown }).execve === 'function';
+
+  const r = run({});
+  t.equal(r.status, 1, 'a missing bootstrap is still a clear error');
+  t.match(r.stderr, /nonexistent\/bootstrap\.yaml/);
+  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`], 're-executed once with the defaults');
+  else t.same(seen(r), [[]], 'no execve (Node 20): V8\'s defaults, one process');
+  t.ok(seen(r).length <= 2, 'never more than one re-exec');
+
+  t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
+  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), ['--max-semi-space-size=4'], 'a flag given wins, nothing added');
+  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--stack-size=900'], 'other flags are kept');
+});
