@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { SocketAddress, TcpProxyConfig } from '../config/model.js';
+import { notePeerIdentity } from '../observe/istio/telemetry.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
 import { throttled } from '../observe/throttle.js';
@@ -116,6 +117,7 @@ export class L4Attempt {
         return;
       }
       this.connected = true;
+      if (this.host) notePeerIdentity(this.host, up);
       if (down.destroyed) return this.cancel();
       if (this.committed) this.start();
       else up.once('data', this.onEarlyData);

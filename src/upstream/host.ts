@@ -22,6 +22,8 @@ export class Host {
   workload: string | undefined = undefined;
   /** Owned by observe/istio: this host's metric edges, dropped when its workload metadata changes. */
   telemetry: unknown = undefined;
+  /** Owned by observe/istio: both identities of the last mTLS connection to this host (principal labels). */
+  principals: { readonly local: string; readonly peer: string } | undefined = undefined;
   /** The endpoint's envoy.transport_socket_match metadata: picks plaintext or mesh mTLS per endpoint. */
   transportSocketMatch: Readonly<Record<string, string>> | undefined;
 

@@ -1,6 +1,6 @@
 /**
  * Mesh mTLS between sidecars, as Istio sets it up, in network namespaces with real capture and real Bolt
- * peers: the consumer's sidecar originates ISTIO_MUTUAL to endpoints labelled `tlsMode: istio`, each
+ * and Dubbo peers: the consumer's sidecar originates ISTIO_MUTUAL to endpoints labelled `tlsMode: istio`, each
  * provider's sidecar terminates it on virtualInbound's TLS chains (s1 PERMISSIVE, s2 STRICT). Every
  * sidecar gets its certificate from a test CA over gRPC; certificates live 20 s, so they rotate every ~10 s
  * while the tests run, and a load test checks that no call fails across rotations.
@@ -11,12 +11,14 @@ import { inboundChains, istioMutualMatches, meshCluster } from '../helpers/mesh-
 import { cliPath } from '../helpers/paths.js';
 import { createTopology, inNs, iptablesCli, netnsGate, peer, type Proc, runPeer, spawnNode, writeTemp } from '../helpers/netns.js';
 import { issueLeaf, makeRoot, spiffe, writeFiles } from '../helpers/pki.js';
+import { DubboClient, startDubboProvider } from '../helpers/dubbo.js';
 import { BoltClient, readMetric, startBoltServer } from '../helpers/sidecar.js';
 
 const gate = netnsGate();
 t.setTimeout(600_000);
 const CA_PORT = 15012;
 const CERT_TTL_S = 20;
+const DUBBO_PORT = 20880;
 
 const tcpProxy = (cluster: string) => ({ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: cluster, cluster } });
 const originalDst = { name: 'envoy.filters.listener.original_dst', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst' } };
@@ -42,6 +44,22 @@ function providerBootstrap(mode: 'PERMISSIVE' | 'STRICT') {
   };
 }
 
+const xprotocol = (protocol: string, port: number, virtualHosts: unknown[]) => ({
+  name: `0.0.0.0_${port}`,
+  address: { socket_address: { address: '0.0.0.0', port_value: port } },
+  bind_to_port: false,
+  filter_chains: [
+    {
+      filters: [
+        {
+          name: 'xsidecar.filters.network.xprotocol',
+          typed_config: { '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy', stat_prefix: protocol, protocol, route_config: { name: String(port), virtual_hosts: virtualHosts } },
+        },
+      ],
+    },
+  ],
+});
+
 /** The consumer's sidecar: per-ClusterIP virtual hosts, each to an Istio-shaped cluster. */
 function consumerBootstrap(p1: string, p2: string) {
   const host = (n: string) => `${n}.default.svc.cluster.local`;
@@ -52,36 +70,15 @@ function consumerBootstrap(p1: string, p2: string) {
     static_resources: {
       listeners: [
         { name: 'virtualOutbound', address: { socket_address: { address: '0.0.0.0', port_value: 15001 } }, use_original_dst: true, filter_chains: [{ filters: [tcpProxy('PassthroughCluster')] }] },
-        {
-          name: '0.0.0.0_12200',
-          address: { socket_address: { address: '0.0.0.0', port_value: 12200 } },
-          bind_to_port: false,
-          filter_chains: [
-            {
-              filters: [
-                {
-                  name: 'xsidecar.filters.network.xprotocol',
-                  typed_config: {
-                    '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy',
-                    stat_prefix: 'bolt',
-                    protocol: 'bolt',
-                    route_config: {
-                      name: '12200',
-                      virtual_hosts: [
-                        vhost('198.18.0.10', 'outbound|12200||p1'),
-                        vhost('198.18.0.11', 'outbound|12200||p2'),
-                        vhost('198.18.0.12', 'outbound|12200||p2-no-label'),
-                        vhost('198.18.0.13', 'outbound|12200||p1-no-label'),
-                        vhost('198.18.0.14', 'outbound|12200||p1-wrong-san'),
-                        vhost('198.18.0.15', 'outbound|12200||both'),
-                      ],
-                    },
-                  },
-                },
-              ],
-            },
-          ],
-        },
+        xprotocol('bolt', 12200, [
+          vhost('198.18.0.10', 'outbound|12200||p1'),
+          vhost('198.18.0.11', 'outbound|12200||p2'),
+          vhost('198.18.0.12', 'outbound|12200||p2-no-label'),
+          vhost('198.18.0.13', 'outbound|12200||p1-no-label'),
+          vhost('198.18.0.14', 'outbound|12200||p1-wrong-san'),
+          vhost('198.18.0.15', 'outbound|12200||both'),
+        ]),
+        xprotocol('dubbo', DUBBO_PORT, [vhost('198.18.0.16', `outbound|${DUBBO_PORT}||users-dubbo`)]),
         // L4 to an echo server behind s1: every client connection is a new mTLS connection upstream.
         { name: '0.0.0.0_7000', address: { socket_address: { address: '0.0.0.0', port_value: 7000 } }, bind_to_port: false, filter_chains: [{ filters: [tcpProxy('outbound|7000||echo')] }] },
       ],
@@ -93,6 +90,7 @@ function consumerBootstrap(p1: string, p2: string) {
         meshCluster('outbound|12200||p1-no-label', [ep(p1, false)], mutual('p1', 'p1')),
         meshCluster('outbound|12200||p1-wrong-san', [ep(p1, true)], mutual('p1', 'somebody-else')),
         meshCluster('outbound|12200||both', [ep(p1, true), ep(p2, true)], istioMutualMatches(host('users'), 12200, [spiffe('default', 'p1'), spiffe('default', 'p2')])),
+        meshCluster(`outbound|${DUBBO_PORT}||users-dubbo`, [ep(p1, true, DUBBO_PORT), ep(p2, true, DUBBO_PORT)], istioMutualMatches(host('users-dubbo'), DUBBO_PORT, [spiffe('default', 'p1'), spiffe('default', 'p2')])),
         meshCluster('outbound|7000||echo', [ep(p1, true, 7000)], istioMutualMatches(host('echo'), 7000, spiffe('default', 'p1'))),
       ],
     },
@@ -153,6 +151,7 @@ t.test('mesh mTLS between sidecars in network namespaces, with real Bolt peers',
     const env = identityEnv(`198.19.${i + 1}.1:${CA_PORT}`, 'default', `p${i + 1}`);
     procs.push(await withEnv(env, () => startSidecar(s.ns, ['-c', writeTemp(`mtls-p${i + 1}.json`, providerBootstrap(mode)), ...flags])));
     procs.push((await startBoltServer(`P${i + 1}`, '0.0.0.0', 12200, (script, args) => spawnNode(s.ns, script, args))).proc);
+    procs.push((await startDubboProvider(`P${i + 1}`, { host: '0.0.0.0', port: DUBBO_PORT, spawnFn: (script, args) => spawnNode(s.ns, script, args) })).proc);
   }
   const echo = spawnNode(s1.ns, peer('echo-server'), ['echo-p1', '0.0.0.0', '7000']);
   procs.push(echo);
@@ -178,12 +177,41 @@ t.test('mesh mTLS between sidecars in network namespaces, with real Bolt peers',
     t.same([both.succeeded, both.results], [100, { '"P1"': 50, '"P2"': 50 }], 'per-request balancing over mTLS connections');
   });
 
+  t.test('Dubbo inside mTLS: an apache-dubbo-consumer balanced over a PERMISSIVE and a STRICT provider', async (t) => {
+    const c = DubboClient.local('apache', '198.18.0.16', DUBBO_PORT, (script, args) => spawnNode(topo.app, script, args));
+    procs.push(c.proc);
+    const r = await c.run({ method: 'getUser', args: ['7'], calls: 100, concurrency: 10 });
+    t.equal(r.ok, 100, JSON.stringify(r.errors));
+    t.same(r.results, { 'user:7@P1': 50, 'user:7@P2': 50 });
+    const v2 = await c.run({ version: '2.0.0', method: 'getUser', args: ['8'], calls: 10, concurrency: 2 });
+    t.equal(v2.ok, 10, JSON.stringify(v2.errors));
+    t.same(Object.keys(v2.results).filter((k) => !k.startsWith('user-v2:8@')), [], "the frame's version reached the providers through TLS");
+  });
+
   t.test('PERMISSIVE accepts plaintext from an endpoint without the tlsMode label; STRICT refuses it', async (t) => {
     const plain = await client('198.18.0.13').batch('whoami', 10, 2);
     t.same([plain.succeeded, plain.results], [10, { '"P1"': 10 }]);
     const refused = await client('198.18.0.12').call('whoami', [], { timeout: 5000 });
     t.equal(refused.ok, false, 'no answer from the STRICT provider over plaintext');
     t.ok(readMetric(await metricsOf(s2.ns), 'xsidecar_downstream_cx_no_filter_chain_total', 'listener="virtualInbound"') >= 1, 'STRICT: plaintext matched no chain');
+  });
+
+  t.test("the principals and the security policy are in Istio's metrics, from the certificates", async (t) => {
+    const consumer = spiffe('default', 'consumer');
+    const outbound = await metricsOf(topo.app);
+    t.ok(readMetric(outbound, 'istio_requests_total', `source_principal="${consumer}",destination_principal="${spiffe('default', 'p2')}",connection_security_policy="unknown"`) >= 50, 'outbound: our SPIFFE id and the STRICT provider\'s');
+    t.ok(readMetric(outbound, 'istio_requests_total', `destination_service_name="users-dubbo",source_principal="${consumer}",destination_principal="${spiffe('default', 'p1')}",rpc_protocol="dubbo"`) >= 50, 'Dubbo over mTLS, same labels');
+    t.equal(readMetric(outbound, 'istio_requests_total', `destination_service="p1-no-label",source_principal="${consumer}"`), 0, 'plaintext upstream: no principals');
+    t.ok(readMetric(outbound, 'istio_requests_total', 'destination_service="p1-no-label",source_principal="unknown",destination_principal="unknown"') >= 10, 'plaintext upstream: unknown on both ends');
+    // The providers' inbound chains are L4 (tcp_proxy): the TCP metrics carry the caller's identity.
+    const inbound = await metricsOf(s2.ns);
+    t.ok(readMetric(inbound, 'istio_tcp_connections_opened_total', `reporter="destination",source_workload="unknown",source_workload_namespace="unknown",source_principal="${consumer}"`) >= 1, 'inbound: the caller\'s SPIFFE id');
+    t.ok(readMetric(inbound, 'istio_tcp_connections_opened_total', `destination_principal="${spiffe('default', 'p2')}"`) >= 1, 'inbound: our own SPIFFE id');
+    t.ok(readMetric(inbound, 'istio_tcp_connections_opened_total', 'connection_security_policy="mutual_tls"') >= 1, 'inbound mTLS: mutual_tls');
+    t.equal(readMetric(inbound, 'istio_tcp_connections_opened_total', 'connection_security_policy="none"'), 0, 'STRICT: nothing in plaintext');
+    const permissive = await metricsOf(s1.ns);
+    t.ok(readMetric(permissive, 'istio_tcp_connections_opened_total', 'connection_security_policy="none",source_principal="unknown",destination_principal="unknown"') >= 1, 'PERMISSIVE plaintext: none, no principals');
+    t.ok(readMetric(permissive, 'istio_tcp_connections_opened_total', `connection_security_policy="mutual_tls",source_principal="${consumer}",destination_principal="${spiffe('default', 'p1')}"`) >= 1, 'PERMISSIVE mTLS beside it');
   });
 
   t.test('a provider whose SAN is not in match_subject_alt_names is refused on the outbound side', async (t) => {

@@ -5,6 +5,7 @@
  * and cached on the upstream Host per reporter, so a request costs two map lookups and a few additions.
  */
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { registry } from '../metrics.js';
 import { throttled } from '../throttle.js';
 import { AccessLog } from './access-log.js';
@@ -18,6 +19,7 @@ import {
   endpointWorkload,
   listenerDirection,
   localWorkload,
+  UNKNOWN,
   UNKNOWN_WORKLOAD,
   type Workload,
 } from './labels.js';
@@ -29,6 +31,42 @@ export interface TelemetryHost {
   readonly workload?: string;
   /** A slot owned by this module: the host's edges per reporter. */
   telemetry: unknown;
+  /** Owned by this module: the identities of the last mTLS connection to the host (notePeerIdentity). */
+  principals: Principals | undefined;
+}
+
+/** Both ends of an mTLS connection, by their certificates' SPIFFE ids (`unknown` when not mTLS). */
+export interface Principals {
+  readonly local: string;
+  readonly peer: string;
+}
+
+const PLAINTEXT: Principals = { local: UNKNOWN, peer: UNKNOWN };
+
+/** A certificate's identity as Istio's stats filter takes it: its URI SAN (the SPIFFE id), else unknown. */
+function uriSan(cert: { subjectaltname?: string } | null | undefined): string {
+  const uri = (cert?.subjectaltname ?? '').split(', ').find((s) => s.startsWith('URI:'));
+  return uri ? uri.slice(4) : UNKNOWN;
+}
+
+/** The principals of a connection: from its TLS session when it is one, else unknown on both ends. */
+export function principalsOf(socket: Socket | undefined): Principals {
+  const tls = socket as (Socket & Partial<Pick<TLSSocket, 'getCertificate' | 'getPeerCertificate'>>) | undefined;
+  if (!tls || !(tls as { encrypted?: boolean }).encrypted || !tls.getPeerCertificate) return PLAINTEXT;
+  return { local: uriSan(tls.getCertificate?.() as { subjectaltname?: string } | null), peer: uriSan(tls.getPeerCertificate()) };
+}
+
+/**
+ * Called by the upstream side once a connection to `host` is up: an mTLS peer's identity becomes the
+ * destination principal of its outbound edges (and ours the source principal). A changed identity drops
+ * the host's cached edges so the next request interns edges with the new labels.
+ */
+export function notePeerIdentity(host: TelemetryHost, socket: Socket): void {
+  const p = principalsOf(socket);
+  const was = host.principals ?? PLAINTEXT;
+  if (p.local === was.local && p.peer === was.peer) return;
+  host.principals = p === PLAINTEXT ? undefined : p;
+  host.telemetry = undefined;
 }
 
 /** What telemetry reads of a cluster (src/config/model.ts Cluster). */
@@ -168,6 +206,8 @@ export class Reporter {
     readonly direction: Direction,
     readonly protocol: string,
     readonly security: string,
+    /** Inbound: the caller's and our identity from the downstream mTLS session (outbound takes them per host). */
+    readonly principals: Principals = PLAINTEXT,
   ) {}
 }
 
@@ -189,16 +229,22 @@ export function securityPolicy(direction: Direction, socket: Socket | undefined,
 export function reporterFor(listener: Parameters<typeof listenerDirection>[0], protocol: string, socket?: Socket, security?: string): Reporter {
   const direction = listenerDirection(listener);
   const sec = securityPolicy(direction, socket, security);
-  const key = `${direction}|${protocol}|${sec}`;
+  const principals = direction === 'inbound' ? principalsOf(socket) : PLAINTEXT;
+  // One reporter per calling identity: bounded by the mesh's service accounts, and only for accepted mTLS peers.
+  const key = `${direction}|${protocol}|${sec}|${principals.peer}|${principals.local}`;
   let r = reporters.get(key);
-  if (!r) reporters.set(key, (r = new Reporter(direction, protocol, sec)));
+  if (!r) reporters.set(key, (r = new Reporter(direction, protocol, sec, principals)));
   return r;
 }
 
 function internEdge(r: Reporter, cluster: TelemetryCluster | undefined, host: TelemetryHost | undefined): Edge {
   const local = telemetry.local;
   const svc = destinationService(cluster?.name, clusterServices(cluster?.raw), local);
-  const [source, destination] = r.direction === 'inbound' ? [UNKNOWN_WORKLOAD, local] : [local, endpointWorkload(host?.workload)];
+  // Istio takes the principals from the connection's certificates, never from metadata.
+  const [source, destination] =
+    r.direction === 'inbound'
+      ? [{ ...UNKNOWN_WORKLOAD, principal: r.principals.peer }, { ...local, principal: r.principals.local }]
+      : [{ ...local, principal: host?.principals?.local ?? UNKNOWN }, { ...endpointWorkload(host?.workload), principal: host?.principals?.peer ?? UNKNOWN }];
   const labels = edgeLabels(r.direction, source, destination, svc);
   const key = `${r.direction}|${r.protocol}|${r.security}|${JSON.stringify(labels)}`;
   let e = edges.get(key);

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { type Codec, CodecError, type Frame, NEED_MORE } from '../../../protocols/codec.js';
 import type { Cluster } from '../../config/model.js';
+import { notePeerIdentity } from '../../observe/istio/telemetry.js';
 import { log } from '../../observe/log.js';
 import { metrics, rpcMetrics } from '../../observe/metrics.js';
 import { throttled } from '../../observe/throttle.js';
@@ -58,6 +59,7 @@ class UpstreamConnection {
 
   private onConnected(): void {
     const s = this.socket;
+    notePeerIdentity(this.pool.host, s);
     s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('error', (err) => log.debug({ upstream: this.pool.host.key, err: err.message }, 'upstream connection error'));
     s.on('close', () => this.onClosed('upstream connection closed'));
