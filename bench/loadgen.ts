@@ -5,7 +5,8 @@
  *  open loop:    loadgen HOST:PORT --conns C --rate R --seconds S               (latency at a fixed rate)
  *  idle conns:   loadgen HOST:PORT --conns C --hold S                           (one request each, then hold)
  * Latency runs from the write of a request to its response; the open loop keeps sending on schedule
- * whatever the answers do, so a stall still shows up as many slow requests.
+ * whatever the answers do, so a stall still shows up as many slow requests. `--warmup W` sends for W
+ * seconds first and records nothing of them: a fresh loadgen's own JIT warm-up is not the proxy's latency.
  * Prints one JSON line: {requests, errors, seconds, rps, p50, p99, p999} (latencies in ms).
  */
 import { connect, type Socket } from 'node:net';
@@ -16,7 +17,7 @@ import { templates } from './fixtures.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { conns: { type: 'string', default: '8' }, inflight: { type: 'string', default: '1' }, rate: { type: 'string' }, seconds: { type: 'string', default: '5' }, hold: { type: 'string' }, protocol: { type: 'string', default: 'bolt' } },
+  options: { conns: { type: 'string', default: '8' }, inflight: { type: 'string', default: '1' }, rate: { type: 'string' }, seconds: { type: 'string', default: '5' }, warmup: { type: 'string', default: '0' }, hold: { type: 'string' }, protocol: { type: 'string', default: 'bolt' } },
 });
 const [host, port] = positionals[0]!.split(':') as [string, string];
 const conns = Number(values.conns);
@@ -30,6 +31,8 @@ const latencies: number[] = [];
 let errors = 0;
 let nextId = 1;
 let stopAt = Infinity;
+/** Answers to requests sent before this are not recorded (--warmup). */
+let recordFrom = 0;
 
 class Conn {
   readonly sent = new Map<number, number>();
@@ -52,7 +55,7 @@ class Conn {
         if (due === undefined) continue;
         this.sent.delete(f.requestId as number);
         if (!f.ok) errors++;
-        else if (due > 0) latencies.push(now - due);
+        else if (due > 0 && due >= recordFrom) latencies.push(now - due);
         this.onAnswer(this);
       }
     });
@@ -92,7 +95,8 @@ if (values.hold) {
 }
 
 const start = performance.now();
-stopAt = start + seconds * 1000;
+recordFrom = start + Number(values.warmup) * 1000;
+stopAt = recordFrom + seconds * 1000;
 let outstanding = 0;
 const all = await Promise.all(
   Array.from({ length: conns }, () =>
@@ -123,5 +127,5 @@ if (rate === undefined) {
   }, 1);
 }
 while (performance.now() < stopAt || (outstanding > 0 && performance.now() < stopAt + 5000)) await new Promise((r) => setTimeout(r, 20));
-report((Math.min(performance.now(), stopAt) - start) / 1000);
+report((Math.min(performance.now(), stopAt) - recordFrom) / 1000);
 process.exit(0);

@@ -1,6 +1,6 @@
 import { isIPv6, type Socket, SocketAddress as NodeSocketAddress } from 'node:net';
 import type { SocketAddress } from '../config/model.js';
-import { loadLibc } from './libc.js';
+import { loadLibc } from '../sys/libc.js';
 
 const SOL_IP = 0;
 const SOL_IPV6 = 41;

@@ -3,20 +3,18 @@
  * (closed at once) before descriptors run out, keeping some for admin, health, xDS, DNS and upstream
  * pools; and a heap monitor whose pressure first closes idle connections, then refuses new ones.
  */
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getHeapStatistics } from 'node:v8';
 import type { Protection } from '../config/model.js';
+import { accountedBytes, collectFully, giveBackMemory } from '../memory/compact.js';
 import { log } from '../observe/log.js';
 import { overloadMetrics } from '../observe/metrics.js';
 import { throttled } from '../observe/throttle.js';
 import { configureLimits, evictOldestSilent, shedIdle } from '../proxy/limits.js';
-import { loadLibc } from './libc.js';
 import type { DescriptorLimit } from './rlimit.js';
 
 const HEAP_CHECK_MS = 1000;
 /** Every this many heap checks, memory freed but kept by malloc is looked at. */
 const TRIM_EVERY = 5;
-const TRIM_SLACK_BYTES = 16 * 1024 * 1024;
 
 /**
  * Descriptors kept back from downstream connections: a tenth of the limit, between 64 and 1,024. Each
@@ -25,43 +23,6 @@ const TRIM_SLACK_BYTES = 16 * 1024 * 1024;
 export function connectionCeiling(nofile: number): number {
   const reserved = Math.min(1024, Math.max(64, Math.floor(nofile / 10)));
   return Math.max(1, Math.floor((nofile - reserved) / 2));
-}
-
-/**
- * After a burst of large Buffers (partial frames, unsent responses) glibc keeps the freed memory: measured
- * with 40 connections growing 15 MiB frames, RSS stayed at 562 MiB with 4 MiB of live heap, and fell to
- * 60 MiB on malloc_trim(0). So when RSS exceeds what V8 and Buffers account for by more than 16 MiB, the
- * slack is handed back. A trim walks malloc's free lists (well under a millisecond here).
- */
-let quietUntil = 0;
-let gc: ((options?: object) => void) | undefined;
-
-/**
- * One full collection when a burst of connections has ended: with nothing allocating afterwards V8 never
- * collects what the burst left (measured: 70 MiB of heap still "used" 20 s after 10,000 silent connections
- * had closed, 17 MiB after a burst that kept allocating). V8's "last resort" flavour also compacts and
- * unmaps the pages it freed, which a regular major GC keeps committed (2 M small objects dropped: RSS
- * 262 → 62 MB on Node 24 and 267 → 212 MB on Node 20, where a regular one left 214 and 268). About 50 ms,
- * once per burst.
- */
-function collectAfterBurst(): void {
-  if (!gc) {
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as (o?: object) => void;
-  }
-  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-}
-
-function giveBackMemory(accounted: number): void {
-  const rss = process.memoryUsage.rss();
-  if (rss - accounted < TRIM_SLACK_BYTES || Date.now() < quietUntil) return;
-  const libc = loadLibc();
-  if (!libc) return;
-  libc.mallocTrim(0);
-  const after = process.memoryUsage.rss();
-  // Slack that a trim cannot release (fragmentation) is not worth a trim every few seconds.
-  if (rss - after < TRIM_SLACK_BYTES / 4) quietUntil = Date.now() + 60_000;
-  throttled.log('info', 'malloc trim', { rssBefore: rss, rssAfter: after, accounted }, 'memory: returned freed heap to the OS');
 }
 
 export class OverloadManager {
@@ -101,12 +62,12 @@ export class OverloadManager {
     overloadMetrics.heapPressure.set(this.pressure);
     this.peakActive = Math.max(this.peakActive, this.active);
     if (++this.ticks % TRIM_EVERY !== 0) return;
+    // A burst of connections has ended: with nothing allocating afterwards V8 never collects what it left
+    // (measured: 70 MiB of heap still "used" 20 s after 10,000 silent connections had closed).
     if (this.peakActive >= 1000 && this.active < this.peakActive / 10) {
-      collectAfterBurst();
+      collectFully();
       this.peakActive = this.active;
-      quietUntil = 0;
-      const after = getHeapStatistics();
-      giveBackMemory(after.total_heap_size + ((after as { external_memory?: number }).external_memory ?? 0));
+      giveBackMemory(accountedBytes());
       return;
     }
     giveBackMemory(h.total_heap_size + external);

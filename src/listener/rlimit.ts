@@ -1,4 +1,4 @@
-import { loadLibc } from './libc.js';
+import { loadLibc } from '../sys/libc.js';
 
 const RLIMIT_NOFILE = 7;
 

@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net';
 import type { SocketAddress } from '../config/model.js';
-import { loadLibc, libcLoadError } from './libc.js';
+import { loadLibc, libcLoadError } from '../sys/libc.js';
 
 const AF_INET = 2;
 const AF_INET6 = 10;

@@ -12,6 +12,7 @@ import type { WorkloadIdentity } from '../identity/workload-identity.js';
 import { ListenerManager } from '../listener/listener-manager.js';
 import { OverloadManager } from '../listener/overload.js';
 import { raiseDescriptorLimit } from '../listener/rlimit.js';
+import { compactAfterConfig } from '../memory/compact.js';
 import { log } from '../observe/log.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import { usesAds } from '../xds/bootstrap.js';
@@ -173,6 +174,7 @@ export class Sidecar implements AdminView {
     const errors = await this.applySnapshot(p.snapshot);
     for (const e of errors) log.error({ err: e.message, version: p.snapshot.version }, 'xds: listener could not bind');
     this.published = p;
+    compactAfterConfig();
     if (this.current === 'PRE_INITIALIZING') {
       this.current = 'LIVE';
       this.dns?.live();

@@ -4,6 +4,7 @@
  * two provider pods; each provider's own sidecar captures it inbound and hands it to the provider.
  */
 import t from 'tap';
+import { passthroughCluster, staticCluster, virtualOutbound } from '../helpers/bootstrap.js';
 import { createTopology, iptablesCli, netnsGate, peer, type Proc, runPeer, spawnNode, startSidecar, writeTemp } from '../helpers/netns.js';
 import { BoltClient, readMetric, startBoltServer } from '../helpers/sidecar.js';
 
@@ -13,24 +14,13 @@ const xproto = (routeConfig: object) => ({
   name: 'xsidecar.filters.network.xprotocol',
   typed_config: { '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy', stat_prefix: 'bolt', protocol: 'bolt', route_config: routeConfig },
 });
-const eds = (name: string, ips: string[]) => ({
-  name,
-  type: 'STATIC',
-  connect_timeout: '1s',
-  lb_policy: 'ROUND_ROBIN',
-  load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: ips.map((ip) => ({ endpoint: { address: { socket_address: { address: ip, port_value: 12200 } } } })) }] },
-});
+const eds = (name: string, ips: string[]) => staticCluster(name, ips, 12200);
 
 function appBootstrap(p1: string, p2: string) {
   return {
     static_resources: {
       listeners: [
-        {
-          name: 'virtualOutbound',
-          address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
-          use_original_dst: true,
-          filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'pass', cluster: 'PassthroughCluster' } }] }],
-        },
+        virtualOutbound(),
         {
           // Istio's per-port outbound listener: reached only by hand-off from virtualOutbound.
           name: '0.0.0.0_12200',
@@ -49,7 +39,7 @@ function appBootstrap(p1: string, p2: string) {
         },
       ],
       clusters: [
-        { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' },
+        passthroughCluster(),
         eds('outbound|12200||user-service', [p1, p2]),
         eds('outbound|12200|v1|user-service', [p1]),
         eds('outbound|12200|v2|user-service', [p2]),

@@ -7,6 +7,7 @@
  * one ClusterIP go to different clusters by interface name; each provider's own sidecar delivers them.
  */
 import t from 'tap';
+import { passthroughCluster, staticCluster, virtualOutbound } from '../helpers/bootstrap.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createTopology, inNs, iptablesCli, netnsGate, peer, Proc, runPeer, spawnNode, startSidecar, writeTemp } from '../helpers/netns.js';
@@ -22,23 +23,13 @@ const NAMESERVER = '198.18.0.53';
 const INTERFACES = ['com.alipay.userservice.interface1', 'com.nodejs.test.TestService', 'com.nodejs.test.OtherService', 'com.example.UserService', 'com.example.RoleService'];
 const DUBBO = 20880;
 
-const cluster = (name: string, ip: string, port = 12200) => ({
-  name,
-  type: 'STATIC',
-  connect_timeout: '1s',
-  load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: ip, port_value: port } } } }] }] },
-});
+const cluster = (name: string, ip: string, port = 12200) => staticCluster(name, [ip], port);
 
 function appBootstrap(p1: string, p2: string) {
   return {
     static_resources: {
       listeners: [
-        {
-          name: 'virtualOutbound',
-          address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
-          use_original_dst: true,
-          filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'pass', cluster: 'PassthroughCluster' } }] }],
-        },
+        virtualOutbound(),
         {
           name: `${CLUSTER_IP}_12200`,
           address: { socket_address: { address: CLUSTER_IP, port_value: 12200 } },
@@ -121,7 +112,7 @@ function appBootstrap(p1: string, p2: string) {
         },
       ],
       clusters: [
-        { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' },
+        passthroughCluster(),
         cluster('outbound|12200|test|userservice', p1),
         cluster('outbound|12200|other|userservice', p2),
         cluster(`outbound|${DUBBO}|role|userservice`, p1, DUBBO),

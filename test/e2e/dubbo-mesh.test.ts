@@ -5,6 +5,7 @@
  * pods; each provider's own sidecar captures it inbound and hands it to the apache-dubbo-service provider.
  */
 import t from 'tap';
+import { passthroughCluster, staticCluster, virtualOutbound } from '../helpers/bootstrap.js';
 import { DubboClient, startDubboProvider } from '../helpers/dubbo.js';
 import { createTopology, iptablesCli, netnsGate, type Proc, runPeer, spawnNode, startSidecar, writeTemp } from '../helpers/netns.js';
 import { readMetric } from '../helpers/sidecar.js';
@@ -12,13 +13,7 @@ import { readMetric } from '../helpers/sidecar.js';
 const gate = netnsGate();
 const PORT = 20880;
 
-const eds = (name: string, ips: string[]) => ({
-  name,
-  type: 'STATIC',
-  connect_timeout: '1s',
-  lb_policy: 'ROUND_ROBIN',
-  load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: ips.map((ip) => ({ endpoint: { address: { socket_address: { address: ip, port_value: PORT } } } })) }] },
-});
+const eds = (name: string, ips: string[]) => staticCluster(name, ips, PORT);
 const header = (name: string, exact: string) => ({ name, string_match: { exact } });
 
 function appBootstrap(p1: string, p2: string) {
@@ -26,12 +21,7 @@ function appBootstrap(p1: string, p2: string) {
   return {
     static_resources: {
       listeners: [
-        {
-          name: 'virtualOutbound',
-          address: { socket_address: { address: '0.0.0.0', port_value: 15001 } },
-          use_original_dst: true,
-          filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'pass', cluster: 'PassthroughCluster' } }] }],
-        },
+        virtualOutbound(),
         {
           // Istio's per-port outbound listener (an HTTP-typed port here): Dubbo is sniffed on it.
           name: `0.0.0.0_${PORT}`,
@@ -56,7 +46,7 @@ function appBootstrap(p1: string, p2: string) {
         },
       ],
       clusters: [
-        { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' },
+        passthroughCluster(),
         eds('outbound|20880||user-app', [p1, p2]),
         eds('outbound|20880|v1|user-app', [p1]),
         eds('outbound|20880|v2|user-app', [p2]),

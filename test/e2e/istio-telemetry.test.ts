@@ -7,6 +7,7 @@
  * label set; the app sidecar's access log (`--access-log -`) gets one line per request and connection.
  */
 import t from 'tap';
+import { passthroughCluster, tcpProxy } from '../helpers/bootstrap.js';
 import { REQUEST_LABELS, TCP_LABELS } from '../../src/observe/istio/labels.js';
 import { createTopology, iptablesCli, netnsGate, peer, type Proc, runPeer, spawnNode, startSidecar, writeTemp } from '../helpers/netns.js';
 import { Prometheus, prometheusProblem, rowValue } from '../helpers/prometheus.js';
@@ -24,10 +25,6 @@ const labels = (app: string, version: string) => ({
   'service.istio.io/canonical-revision': version,
 });
 
-const tcpProxy = (cluster: string) => ({
-  name: 'envoy.filters.network.tcp_proxy',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: cluster, cluster },
-});
 const xproto = (typed: object) => ({
   name: 'xsidecar.filters.network.xprotocol',
   typed_config: { '@type': 'type.googleapis.com/xsidecar.xprotocol.v1.XProtocolProxy', stat_prefix: 'bolt', protocol: 'bolt', ...typed },
@@ -89,7 +86,7 @@ function appBootstrap(providerIp: string, deadIp: string) {
         { name: '0.0.0.0_7000', address: { socket_address: { address: '0.0.0.0', port_value: 7000 } }, bind_to_port: false, traffic_direction: 'OUTBOUND', filter_chains: [{ filters: [tcpProxy(ECHO)] }] },
       ],
       clusters: [
-        { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' },
+        passthroughCluster(),
         cluster(USER, [{ ip: providerIp, port: 12200, workload: 'user-service-v1;default;user-service;v1;Kubernetes' }]),
         cluster(DEAD, [{ ip: deadIp, port: 12200, workload: 'dead-v1;default;dead;v1;Kubernetes' }]),
         cluster(ECHO, [{ ip: providerIp, port: 7000, workload: 'echo-v1;default;echo;v1;Kubernetes' }]),

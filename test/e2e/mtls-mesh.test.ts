@@ -6,6 +6,7 @@
  * while the tests run, and a load test checks that no call fails across rotations.
  */
 import t from 'tap';
+import { passthroughCluster, tcpProxy, virtualOutbound } from '../helpers/bootstrap.js';
 import { identityEnv, makeMeshPki, TestCa } from '../helpers/mesh-ca.js';
 import { inboundChains, istioMutualMatches, meshCluster } from '../helpers/mesh-config.js';
 import { cliPath } from '../helpers/paths.js';
@@ -20,7 +21,6 @@ const CA_PORT = 15012;
 const CERT_TTL_S = 20;
 const DUBBO_PORT = 20880;
 
-const tcpProxy = (cluster: string) => ({ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: cluster, cluster } });
 const originalDst = { name: 'envoy.filters.listener.original_dst', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst' } };
 const tlsInspector = { name: 'envoy.filters.listener.tls_inspector', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' } };
 
@@ -69,7 +69,7 @@ function consumerBootstrap(p1: string, p2: string) {
   return {
     static_resources: {
       listeners: [
-        { name: 'virtualOutbound', address: { socket_address: { address: '0.0.0.0', port_value: 15001 } }, use_original_dst: true, filter_chains: [{ filters: [tcpProxy('PassthroughCluster')] }] },
+        virtualOutbound(),
         xprotocol('bolt', 12200, [
           vhost('198.18.0.10', 'outbound|12200||p1'),
           vhost('198.18.0.11', 'outbound|12200||p2'),
@@ -83,7 +83,7 @@ function consumerBootstrap(p1: string, p2: string) {
         { name: '0.0.0.0_7000', address: { socket_address: { address: '0.0.0.0', port_value: 7000 } }, bind_to_port: false, filter_chains: [{ filters: [tcpProxy('outbound|7000||echo')] }] },
       ],
       clusters: [
-        { name: 'PassthroughCluster', type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' },
+        passthroughCluster(),
         meshCluster('outbound|12200||p1', [ep(p1, true)], mutual('p1', 'p1')),
         meshCluster('outbound|12200||p2', [ep(p2, true)], mutual('p2', 'p2')),
         meshCluster('outbound|12200||p2-no-label', [ep(p2, false)], mutual('p2', 'p2')),

@@ -30,14 +30,17 @@ export class ConnReport {
     this.accessLog = accessLog ? accessLogFor(accessLog) : telemetry.accessLog;
   }
 
-  /** An upstream's answer (`response`), or (`kind`) the sidecar's own reply. `start`: performance.now() at arrival. */
+  /**
+   * An upstream's answer (its status as gRPC's, `grpcStatus`), or (`kind`) the sidecar's own reply; neither
+   * for a oneway request. `start`: performance.now() at arrival.
+   */
   request(
     frame: Frame,
     start: number,
     cluster: ClusterState | undefined,
     host: Host | undefined,
     stats: RpcStats | undefined,
-    response: Frame | undefined,
+    upstreamGrpc: number | undefined,
     kind: ErrorKind | undefined,
     flags: number,
     responseBytes: number,
@@ -55,7 +58,7 @@ export class ConnReport {
       grpc = local.grpc;
     } else {
       code = 200;
-      grpc = response ? this.codec.grpcStatus(response) : 0;
+      grpc = upstreamGrpc ?? 0;
     }
     // The caller left before its answer: Envoy's DC, with no code sent.
     if (downstreamGone) {
@@ -78,7 +81,7 @@ export class ConnReport {
         response_code: code,
         grpc_status: grpc,
         response_flags: flagsString(flags),
-        response_code_details: kind ?? (response ? 'via_upstream' : '-'),
+        response_code_details: kind ?? (upstreamGrpc !== undefined ? 'via_upstream' : '-'),
         bytes_received: frame.raw.length,
         bytes_sent: responseBytes,
         duration: Math.round(durationMs),

@@ -311,8 +311,9 @@ export class Session implements PendingOwner, Watched {
   /** Answers first, settles after: settling the last request of a half-closed caller ends its socket. */
   complete(p: Pending, response: Frame): void {
     const outlier = p.cluster.outlier;
+    // Asked once: the retry policy, outlier detection and telemetry all read it.
+    const grpc = response.ok ? 0 : this.opts.codec.grpcStatus(response);
     if (!response.ok) {
-      const grpc = this.opts.codec.grpcStatus(response);
       outlier?.report(p.host, outcomeOf(grpc));
       if (retriableResponse(p.retry, grpc) && this.retry(p)) return;
     } else outlier?.report(p.host, 'success');
@@ -320,7 +321,7 @@ export class Session implements PendingOwner, Watched {
       this.opts.codec.setRequestId(response.raw, p.frame.requestId);
       this.write(response.raw);
     }
-    this.report.request(p.frame, p.start, p.cluster, p.host, p.stats, response, undefined, p.flags, response.raw.length, this.closed);
+    this.report.request(p.frame, p.start, p.cluster, p.host, p.stats, grpc, undefined, p.flags, response.raw.length, this.closed);
     this.settle(p);
   }
 
