@@ -19,7 +19,7 @@ import { throttled } from '../observe/throttle.js';
 /** RSS beyond what V8 and Buffers account for, below which a trim is not worth it. */
 const TRIM_SLACK_BYTES = 16 * 1024 * 1024;
 /** After a config change: wait this long for the pushes to settle, then compact once. */
-const CONFIG_SETTLE_MS = 500;
+const CONFIG_SETTLE_MS = 1000;
 /** And not more often than this, whatever the push rate: a full compaction is a pause. */
 const CONFIG_MIN_SPACING_MS = 10_000;
 
@@ -66,7 +66,7 @@ let lastConfigCompaction = -Infinity;
 /**
  * Called when a new config is in use: decoding a large push allocates several times the config's final
  * size, and without more allocation afterwards V8 never gives it back (measured in bench/xds-scale.ts).
- * Once the pushes have settled (half a second without a new one), one full collection and a trim; at most every 10 s.
+ * Once the pushes have settled (a second without a new one), one full collection and a trim; at most every 10 s.
  */
 export function compactAfterConfig(): void {
   clearTimeout(configTimer);
