@@ -32,13 +32,16 @@ export class L4Report {
     this.accessLog = accessLog ? accessLogFor(accessLog) : telemetry.accessLog;
   }
 
+  private edge() {
+    return edgeOf(reporterFor(this.ctx.listener, 'tcp', this.ctx.socket), this.cluster ?? { name: this.clusterName }, this.host);
+  }
+
   /** The relay began: the connection counts as opened. */
   relaying(down: Socket, up: Socket): void {
     this.down = down;
     this.up = up;
     if (!telemetry.enabled) return;
-    const edge = edgeOf(reporterFor(this.ctx.listener, 'tcp', this.ctx.socket), this.cluster ?? { name: this.clusterName }, this.host);
-    this.conn = new TcpConn(edge);
+    this.conn = new TcpConn(this.edge());
     this.conn.down = down;
     this.conn.up = up;
   }
@@ -48,10 +51,7 @@ export class L4Report {
     if (this.done) return;
     this.done = true;
     if (telemetry.enabled) {
-      if (!this.conn) {
-        const edge = edgeOf(reporterFor(this.ctx.listener, 'tcp', this.ctx.socket), this.cluster ?? { name: this.clusterName }, this.host);
-        this.conn = new TcpConn(edge);
-      }
+      this.conn ??= new TcpConn(this.edge());
       this.conn.close(flags);
     }
     const log = this.accessLog;

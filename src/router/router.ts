@@ -1,26 +1,10 @@
-import type { HeaderMatcher, Route, RouteAction, RouteConfiguration, SocketAddress, StringMatcher, VirtualHost } from '../config/model.js';
+import type { HeaderMatcher, Route, RouteAction, RouteConfiguration, SocketAddress, VirtualHost } from '../config/model.js';
+import { matchString } from '../config/string-match.js';
 import { indexOf } from './virtual-hosts.js';
 
 /** What routing reads from a request: the codec's lazily decoded headers. */
 export interface RequestHeaders {
   header(name: string): string | undefined;
-}
-
-export function matchString(m: StringMatcher, value: string): boolean {
-  const v = m.ignoreCase && m.kind !== 'regex' ? value.toLowerCase() : value;
-  const want = m.ignoreCase ? m.value.toLowerCase() : m.value;
-  switch (m.kind) {
-    case 'exact':
-      return v === want;
-    case 'prefix':
-      return v.startsWith(want);
-    case 'suffix':
-      return v.endsWith(want);
-    case 'contains':
-      return v.includes(want);
-    case 'regex':
-      return m.regex!.test(value);
-  }
 }
 
 /** An RPC request's path, so Istio's `uri` matches work: /service/method. */

@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import { type ConnectionOptions, type PeerCertificate, connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Cluster, StringMatcher } from '../config/model.js';
+import { matchString } from '../config/string-match.js';
 import { selectTransportSocket, type TransportSocketMatch, type UpstreamTls } from '../config/tls-context.js';
 import { meshSecretGeneration, meshSecureContext } from './mesh-secrets.js';
 
@@ -36,22 +37,6 @@ export function transportFor(cluster: Cluster, endpointMatch: Readonly<Record<st
   return chosen?.tls ? { tls: chosen.tls } : undefined;
 }
 
-function matches(m: StringMatcher, value: string): boolean {
-  const a = m.ignoreCase ? value.toLowerCase() : value;
-  const b = m.ignoreCase ? m.value.toLowerCase() : m.value;
-  switch (m.kind) {
-    case 'exact':
-      return a === b;
-    case 'prefix':
-      return a.startsWith(b);
-    case 'suffix':
-      return a.endsWith(b);
-    case 'contains':
-      return a.includes(b);
-    case 'regex':
-      return m.regex!.test(value);
-  }
-}
 
 /** Every SAN of a certificate (URI, DNS, IP, email), without its type prefix. */
 export function sansOf(cert: Pick<PeerCertificate, 'subjectaltname'> | undefined): string[] {
@@ -63,7 +48,7 @@ export function sansOf(cert: Pick<PeerCertificate, 'subjectaltname'> | undefined
 
 /** Envoy's match_subject_alt_names: no matchers accept any peer the roots accept. */
 export function sanAccepted(matchers: readonly StringMatcher[], sans: readonly string[]): boolean {
-  return matchers.length === 0 || matchers.some((m) => sans.some((s) => matches(m, s)));
+  return matchers.length === 0 || matchers.some((m) => sans.some((s) => matchString(m, s)));
 }
 
 export function alpnToOffer(tls: UpstreamTls): string[] {

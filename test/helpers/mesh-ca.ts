@@ -3,12 +3,10 @@
  * certificate (DNS `istiod.istio-system.svc`), a token file, and the test CA process on loopback (or in
  * a namespace, through `spawnFn`).
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { peer, Proc, writeTemp } from './netns.js';
-import { cliPath, repoRoot } from './paths.js';
+import { peer, Proc } from './netns.js';
 import { type Issuer, issueLeaf, makeRoot, writeFiles } from './pki.js';
-import { type LocalSidecar, readMetric, spawnLocal } from './sidecar.js';
+import { type LocalSidecar, spawnLocal, startLocalSidecar } from './sidecar.js';
 
 export const ISTIOD_SAN = 'istiod.istio-system.svc';
 export const TOKEN = 'test-token-of-the-pod';
@@ -85,20 +83,8 @@ export function identityEnv(caAddress: string, ns: string, sa: string, extra: Re
 export const identityFlags = (pki: MeshPki) => ['--ca-root-cert', pki.file('root-cert.pem'), '--token-file', pki.file('istio-token')];
 
 /** A sidecar on loopback (every port from the kernel) with the pod's identity environment. */
-export async function startMeshSidecar(name: string, bootstrap: object, env: Record<string, string>, extra: string[] = []): Promise<LocalSidecar> {
-  const file = writeTemp(`${name}.json`, { admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } }, ...bootstrap });
-  const child = spawn(process.execPath, [cliPath, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const proc = new Proc(child, `sidecar ${name}`);
-  const started = await proc.waitJson<{ msg?: string; admin: string; prometheus: string; health: string }>((o) => o.msg === 'xsidecar started', 120_000);
-  const prometheus = started.prometheus.replace('0.0.0.0', '127.0.0.1');
-  return {
-    proc,
-    admin: started.admin,
-    prometheus,
-    health: started.health.replace('0.0.0.0', '127.0.0.1'),
-    metric: async (metricName, labels) => readMetric(await (await fetch(`http://${prometheus}/stats/prometheus`)).text(), metricName, labels),
-  };
-}
+export const startMeshSidecar = (name: string, bootstrap: object, env: Record<string, string>, extra: string[] = []): Promise<LocalSidecar> =>
+  startLocalSidecar(name, bootstrap, extra, { env, startTimeoutMs: 120_000 });
 
 /** Polls /healthz/ready until it answers `status`. */
 export async function whenReady(health: string, status = 200, timeoutMs = 60_000): Promise<void> {

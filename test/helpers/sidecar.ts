@@ -1,5 +1,6 @@
 /** Runs peers and the sidecar as separate processes on loopback, with every port chosen by the kernel. */
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { cliPath, repoRoot } from './paths.js';
 import { Proc, peer, writeTemp } from './netns.js';
 
@@ -11,8 +12,17 @@ export interface LocalSidecar {
   metric(name: string, labels?: string): Promise<number>;
 }
 
-export function spawnLocal(script: string, args: string[], label = script.split('/').pop()!): Proc {
-  return new Proc(spawn(process.execPath, [script, ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] }), label);
+export function spawnLocal(script: string, args: string[], label = script.split('/').pop()!, env?: Record<string, string>): Proc {
+  return new Proc(spawn(process.execPath, [script, ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: env && { ...process.env, ...env } }), label);
+}
+
+/** A port free right now on loopback, for a peer that cannot report the one it was given for port 0. */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 /** Sum of a metric's samples whose labels include `labels` (e.g. 'cluster="a"'). */
@@ -40,10 +50,11 @@ export async function whenAtLeast(read: () => Promise<number>, n: number, timeou
   }
 }
 
-export async function startLocalSidecar(name: string, bootstrap: object, extra: string[] = []): Promise<LocalSidecar> {
+/** `env`: extra environment (a pod's identity); `startTimeoutMs`: how long to wait for it to start. */
+export async function startLocalSidecar(name: string, bootstrap: object, extra: string[] = [], opts: { env?: Record<string, string>; startTimeoutMs?: number } = {}): Promise<LocalSidecar> {
   const file = writeTemp(`${name}.json`, { admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } }, ...bootstrap });
-  const proc = spawnLocal(cliPath, ['run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], `sidecar ${name}`);
-  const started = await proc.waitJson<{ msg?: string; admin: string; prometheus: string; health: string }>((o) => o.msg === 'xsidecar started');
+  const proc = spawnLocal(cliPath, ['run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], `sidecar ${name}`, opts.env);
+  const started = await proc.waitJson<{ msg?: string; admin: string; prometheus: string; health: string }>((o) => o.msg === 'xsidecar started', opts.startTimeoutMs);
   const prometheus = started.prometheus.replace('0.0.0.0', '127.0.0.1');
   return {
     proc,

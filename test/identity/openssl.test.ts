@@ -5,13 +5,13 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import t from 'tap';
 import { identityEnv, identityFlags, listenerPort, makeMeshPki, startMeshSidecar, TestCa, whenReady } from '../helpers/mesh-ca.js';
 import { inboundChains, istioMutualMatches, listenerFilters, meshCluster } from '../helpers/mesh-config.js';
 import { peer } from '../helpers/netns.js';
 import { issueLeaf, makeRoot, spiffe, writeFiles } from '../helpers/pki.js';
-import { type LocalSidecar, spawnLocal } from '../helpers/sidecar.js';
+import { freePort, type LocalSidecar, spawnLocal } from '../helpers/sidecar.js';
 
 const opensslProblem = spawnSync('openssl', ['version']).status === 0 ? undefined : 'openssl is not installed';
 
@@ -250,14 +250,3 @@ t.test('mesh mTLS seen by openssl', { skip: opensslProblem ?? false }, async (t)
   });
 });
 
-/** A port free right now on loopback (s_server cannot report the one it was given for port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -5,26 +5,16 @@
  * mesh root and the token, and waits for the certificate before it connects.
  */
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { identityEnv, identityFlags, ISTIOD_SAN, makeMeshPki, startMeshSidecar, TestCa, TOKEN, whenReady } from '../helpers/mesh-ca.js';
 import { inboundChains, listenerFilters } from '../helpers/mesh-config.js';
 import { Proc, writeTemp } from '../helpers/netns.js';
 import { repoRoot } from '../helpers/paths.js';
+import { freePort } from '../helpers/sidecar.js';
 
 type Json = Record<string, unknown>;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const status = async (health: string) => (await fetch(`http://${health}/healthz/ready`)).status;
 const app = (port: number) => ({ name: 'app', type: 'STATIC', connect_timeout: '1s', load_assignment: { cluster_name: 'app', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }] } });

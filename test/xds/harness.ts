@@ -4,7 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
+import { freePort } from '../helpers/sidecar.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyMessage } from '../../src/xds/any.js';
 import { fromProto3Json } from '../../src/xds/proto-json.js';
@@ -58,13 +59,7 @@ export function encodeAny(json: Json): AnyMessage {
   return AnyType.decode(AnyType.encode(fromProto3Json(AnyType, json)).finish()) as unknown as AnyMessage;
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
+export { freePort };
 
 export const staticCluster = (name: string, address: string, port: number, extra: Json = {}) => ({
   name,
