@@ -4,20 +4,22 @@
  *   - throughput: dnsperf with 100 queries outstanding for BENCH_SECONDS;
  *   - latency at a fixed rate (BENCH_DNS_RATE, 10,000 queries/s): p50/p99/p999 from dnsperf -v;
  *   - the server process's CPU time per query (utime + stime from /proc/<pid>/stat over the run).
- * Each case runs BENCH_ROUNDS times (default 3), the servers taking turns; the report gives medians.
+ * Each case runs BENCH_ROUNDS times (default 5), the servers taking turns; the report gives medians.
  * dnsperf and unbound are installed with apt-get when missing and root. Writes bench/results/dns.md.
+ * `--main PATH` (repeatable) adds another build's cli/main.js as a server, for A/B runs in one invocation.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
 import { repoRoot } from './fixtures.js';
 import { freePort } from '../test/helpers/sidecar.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const RATE = Number(process.env.BENCH_DNS_RATE ?? 10_000);
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 const NAMES = 1000;
 const CLK_TCK = 100;
 
@@ -52,7 +54,7 @@ interface Server {
 
 const names = Array.from({ length: NAMES }, (_, i) => ({ name: `com.bench.app${i % 50}.interface${i}`, ip: `10.${(i >> 8) & 255}.${i & 255}.1` }));
 
-async function xsidecar(dir: string): Promise<Server> {
+async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js'), name = 'xsidecar'): Promise<Server> {
   const port = await freePort();
   const cfg = {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
@@ -74,11 +76,11 @@ async function xsidecar(dir: string): Promise<Server> {
       ],
     },
   };
-  const file = join(dir, 'xsidecar.json');
+  const file = join(dir, `xsidecar-${port}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
+  const child = spawn(process.execPath, [main, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
   await waitLine(child, 'stdout', (l) => l.includes('dns: proxy listening'), 'xsidecar');
-  return { name: 'xsidecar', pid: child.pid!, port, stop: () => child.kill('SIGKILL') };
+  return { name, pid: child.pid!, port, stop: () => child.kill('SIGKILL') };
 }
 
 async function unbound(dir: string): Promise<Server> {
@@ -163,7 +165,10 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'xsidecar-bench-dns-'));
   const queryFile = join(dir, 'queries.txt');
   writeFileSync(queryFile, names.map((n) => `${n.name} A`).join('\n') + '\n');
-  const servers = [await xsidecar(dir), await unbound(dir)];
+  const others = parseArgs({ options: { main: { type: 'string', multiple: true } } }).values.main ?? [];
+  const servers = [await xsidecar(dir)];
+  for (const m of others) servers.push(await xsidecar(dir, resolve(m), `xsidecar (${m})`));
+  servers.push(await unbound(dir));
   const stopAll = () => servers.forEach((s) => s.stop());
   process.on('exit', stopAll);
   const runs = new Map<string, { max: Run[]; fixed: Run[] }>(servers.map((s) => [s.name, { max: [], fixed: [] }]));
@@ -196,7 +201,7 @@ async function main(): Promise<void> {
       p99s: r.fixed.map((x) => f(x.p99!, 2)).join(' / '),
     };
   });
-  const ratio = rows[0]!.qps / rows[1]!.qps;
+  const ratio = rows[0]!.qps / rows.at(-1)!.qps;
   const report = [
     `# DNS proxy benchmark (${new Date().toISOString()}, ${SECONDS} s per run, median of ${ROUNDS} interleaved runs, node ${process.version}, ${NAMES} local names, dnsperf UDP)`,
     '',

@@ -14,13 +14,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { boltCodec } from '../protocols/bolt/index.js';
 import { CodecError, NEED_MORE } from '../protocols/codec.js';
-import { repoRoot, templates } from './fixtures.js';
+import { templates } from './fixtures.js';
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const SLOW = env('HOSTILE_SLOW', 25);
@@ -36,7 +37,8 @@ const FRAME_MS = env('HOSTILE_FRAME_MS', 3000);
 const IDLE_MS = env('HOSTILE_IDLE_MS', 4000);
 const BUDGET = env('HOSTILE_BUDGET_MIB', 64) * 1024 * 1024;
 const MIB = 1024 * 1024;
-const dist = resolve(repoRoot, 'dist');
+/** The build this bench belongs to (run another build's bench/hostile.js to measure that build). */
+const dist = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { request } = templates('bolt');
 
 interface Started {

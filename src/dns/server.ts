@@ -29,13 +29,24 @@ export interface DnsProxyOptions {
 type Outcome = 'local' | 'forwarded' | 'failed' | 'malformed' | 'dropped' | 'overload';
 
 const TCP_PENDING_PER_CONNECTION = 32;
+/** The query type counted for messages whose type is unknown or unread (labelled OTHER). */
+const OTHER = 0;
+
+/**
+ * Replies go to the sender's address, always an IP literal: dgram's default lookup (dns.lookup) answers
+ * those on the next tick, a closure and a tick queue entry per reply; this answers at once.
+ */
+function literalLookup(address: string, _family: unknown, callback: (err: null, address: string, family: number) => void): void {
+  callback(null, address, isIP(address));
+}
 
 export class DnsProxy {
   private udp: UdpSocket | undefined;
   private tcp: Server | undefined;
   private readonly conns = new Set<Socket>();
   private inFlight = 0;
-  private readonly counters = new Map<string, { n: number }>();
+  /** Counter cells by outcome and transport, then by query type number: no key string built per query. */
+  private readonly counters = new Map<string, Map<number, { n: number }>>();
   private readonly timers = new Map<Outcome, (seconds: number) => void>();
 
   constructor(private readonly opts: DnsProxyOptions) {}
@@ -43,7 +54,7 @@ export class DnsProxy {
   /** Binds UDP then TCP on the same port; throws (nothing left bound) if either cannot. */
   async start(): Promise<AddressInfo> {
     const { address } = this.opts;
-    const udp = createSocket({ type: isIP(address) === 6 ? 'udp6' : 'udp4', recvBufferSize: 1 << 20 });
+    const udp = createSocket({ type: isIP(address) === 6 ? 'udp6' : 'udp4', recvBufferSize: 1 << 20, lookup: literalLookup });
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(this.opts.port, address, () => {
@@ -119,7 +130,7 @@ export class DnsProxy {
         const len = buf.readUInt16BE(0);
         if (len < 12) {
           // Not even a header: nothing to answer, and the stream cannot be trusted to re-synchronise.
-          this.count('malformed', 'OTHER', 'tcp');
+          this.count('malformed', OTHER, 'tcp');
           s.destroy();
           return;
         }
@@ -142,17 +153,16 @@ export class DnsProxy {
     const p = parseQuery(req);
     if (!p.ok) {
       if (p.reason === 'short' || p.reason === 'response') {
-        this.count('dropped', 'OTHER', transport);
+        this.count('dropped', OTHER, transport);
         return undefined;
       }
       if (p.reason === 'malformed') {
-        this.count('malformed', 'OTHER', transport);
+        this.count('malformed', OTHER, transport);
         return formErr(req);
       }
       return this.unusual(req, transport, started);
     }
     const q = p.query;
-    const type = TYPE_NAMES[q.qtype] ?? 'OTHER';
     if (q.key !== undefined && q.qclass === CLASS.IN && (q.flags & 0x7800) === 0) {
       const e = this.opts.table.lookup(q.key);
       if (e) {
@@ -160,17 +170,17 @@ export class DnsProxy {
         const addrs = q.qtype === TYPE.A || q.qtype === TYPE.ANY ? e.v4 : q.qtype === TYPE.AAAA ? e.v6 : [];
         const limit = transport === 'tcp' ? 65535 : udpLimit(q.ednsSize);
         const out = localAnswer(req, q, addrs, e.ttl, limit);
-        this.count('local', type, transport);
+        this.count('local', q.qtype, transport);
         this.time('local', started);
         return out;
       }
     }
-    return this.forward(req, q, type, transport, started);
+    return this.forward(req, q, q.qtype, transport, started);
   }
 
   /** Several records or sections: checked by dns-packet, then forwarded as they are. */
   private unusual(req: Buffer, transport: Transport, started: number): Buffer | undefined | Promise<Buffer | undefined> {
-    let type = 'OTHER';
+    let type = OTHER;
     let ednsSize: number | undefined;
     try {
       const packet = dnsPacket.decode(req);
@@ -178,11 +188,11 @@ export class DnsProxy {
       // RFC 9619: a query has exactly one question.
       if (qs.length !== 1 && ((req.readUInt16BE(2) >> 11) & 0xf) === 0) throw new Error(`${qs.length} questions`);
       const asked = qs[0]?.type;
-      if (asked && asked in TYPE) type = asked;
+      if (asked && asked in TYPE) type = TYPE[asked as keyof typeof TYPE];
       const opt = (packet.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
       ednsSize = opt ? Math.max(512, opt.udpPayloadSize ?? 512) : undefined;
     } catch {
-      this.count('malformed', 'OTHER', transport);
+      this.count('malformed', OTHER, transport);
       return formErr(req);
     }
     let off = 12;
@@ -191,7 +201,7 @@ export class DnsProxy {
     return this.forward(req, raw, type, transport, started);
   }
 
-  private async forward(req: Buffer, q: RawQuery, type: string, transport: Transport, started: number): Promise<Buffer | undefined> {
+  private async forward(req: Buffer, q: RawQuery, type: number, transport: Transport, started: number): Promise<Buffer | undefined> {
     if (this.opts.forwarder.upstreams.length === 0) {
       this.count('failed', type, transport);
       return emptyReply(req, q, RCODE.SERVFAIL);
@@ -221,10 +231,12 @@ export class DnsProxy {
     return reply;
   }
 
-  private count(outcome: Outcome, type: string, transport: Transport): void {
-    const key = `${outcome}|${type}|${transport}`;
-    let c = this.counters.get(key);
-    if (!c) this.counters.set(key, (c = dnsMetrics.queries.cell(outcome, type, transport)));
+  private count(outcome: Outcome, qtype: number, transport: Transport): void {
+    const key = transport === 'udp' ? outcome : `${outcome}|tcp`;
+    let byType = this.counters.get(key);
+    if (!byType) this.counters.set(key, (byType = new Map()));
+    let c = byType.get(qtype);
+    if (!c) byType.set(qtype, (c = dnsMetrics.queries.cell(outcome, TYPE_NAMES[qtype] ?? 'OTHER', transport)));
     c.n++;
   }
 

@@ -23,6 +23,10 @@ const CONFIG_SETTLE_MS = 1000;
 /** And not more often than this, whatever the push rate: a full compaction is a pause. */
 const CONFIG_MIN_SPACING_MS = 10_000;
 
+/** glibc's mallopt parameter, and the size from which blocks are mapped on their own. */
+const M_MMAP_THRESHOLD = -3;
+const MMAP_THRESHOLD_BYTES = 256 * 1024;
+
 let quietUntil = 0;
 let gc: ((options?: object) => void) | undefined;
 
@@ -37,6 +41,17 @@ export function collectFully(): void {
   gc();
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   quietUntil = 0;
+}
+
+/**
+ * Large blocks (a partial frame's buffer, a push's protobuf bytes) mapped on their own, so freeing one
+ * returns it to the OS at once. glibc's default threshold is dynamic: after the first large block is freed
+ * it rises to that block's size (up to 32 MiB), and from then on multi-MiB buffers come from the heap,
+ * where freed ones stay resident until a trim. Setting it fixes it. Measured in bench/hostile.ts (40
+ * connections growing partial frames toward 15 MiB).
+ */
+export function mapLargeBlocksAlone(): boolean {
+  return loadLibc()?.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
 }
 
 /** What V8 accounts for: its heap (committed) and the memory of Buffers. */

@@ -12,7 +12,7 @@ import type { WorkloadIdentity } from '../identity/workload-identity.js';
 import { ListenerManager } from '../listener/listener-manager.js';
 import { OverloadManager } from '../listener/overload.js';
 import { raiseDescriptorLimit } from '../listener/rlimit.js';
-import { compactAfterConfig } from '../memory/compact.js';
+import { compactAfterConfig, mapLargeBlocksAlone } from '../memory/compact.js';
 import { log } from '../observe/log.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import { usesAds } from '../xds/bootstrap.js';
@@ -68,6 +68,7 @@ export class Sidecar implements AdminView {
     private readonly bootstrap: Bootstrap,
     private readonly opts: SidecarOptions,
   ) {
+    mapLargeBlocksAlone();
     // The soft descriptor limit goes up to the hard one first: the connection limit is derived from it.
     this.overload = new OverloadManager(bootstrap.protection ?? defaultProtection(), raiseDescriptorLimit());
     this.listenerManager = new ListenerManager(this.clusterManager, opts.drainTimeoutMs, this.overload);

@@ -18,6 +18,8 @@ export interface Libc {
   setrlimit(resource: number, rlim: Buffer): number;
   /** glibc: gives free heap memory back to the OS; 1 if some was released. */
   mallocTrim(pad: number): number;
+  /** glibc: sets an allocator parameter (M_MMAP_THRESHOLD…); 1 on success. */
+  mallopt(param: number, value: number): number;
   errno(): number;
 }
 
@@ -39,6 +41,7 @@ export function loadLibc(): Libc | null {
       getrlimit: lib.func('int getrlimit(int, _Out_ uint8_t *rlim)'),
       setrlimit: lib.func('int setrlimit(int, const uint8_t *rlim)'),
       mallocTrim: lib.func('int malloc_trim(size_t)'),
+      mallopt: lib.func('int mallopt(int, int)'),
       errno: () => koffi.errno() as number,
     };
   } catch (e) {

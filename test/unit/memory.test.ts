@@ -1,0 +1,48 @@
+/**
+ * Large blocks are mapped on their own (src/memory/compact.ts): freed multi-MiB buffers leave RSS at once,
+ * even after glibc's dynamic threshold has risen and with small live blocks between them. Each case runs in
+ * a process of its own, since the allocator setting is process-wide; the control shows what the setting
+ * prevents.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import t from 'tap';
+
+const compact = pathToFileURL(join(import.meta.dirname, '../../src/memory/compact.js')).href;
+
+const script = `
+const [mode, url] = process.argv.slice(2);
+const { mapLargeBlocksAlone } = await import(url);
+if (mode === 'fixed' && !mapLargeBlocksAlone()) throw new Error('mallopt failed');
+const rss = () => process.memoryUsage.rss();
+const settle = async () => { for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 100)); } };
+// One 20 MiB block freed: glibc's default threshold rises to its size, so the next 4 MiB blocks come from the heap.
+let big = Buffer.allocUnsafeSlow(20 << 20); big.fill(1); big = null; await settle();
+const before = rss();
+let bigs = []; const keep = [];
+// A partial frame's buffer, then a small block that stays (a socket's read, a header): the heap cannot shrink past it.
+for (let i = 0; i < 40; i++) { const b = Buffer.allocUnsafeSlow(4 << 20); b.fill(1); bigs.push(b); const k = Buffer.allocUnsafeSlow(64 << 10); k.fill(2); keep.push(k); }
+const peak = rss(); bigs = null; await settle();
+console.log(JSON.stringify({ before, peak, after: rss(), kept: keep.length }));
+`;
+
+t.test('160 MiB of freed 4 MiB buffers leave RSS at once when large blocks are mapped alone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xsidecar-malloc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'child.mjs');
+  writeFileSync(file, script);
+  const run = (mode: string) => {
+    const r = spawnSync(process.execPath, ['--expose-gc', file, mode, compact], { encoding: 'utf8', timeout: 60_000 });
+    t.equal(r.status, 0, `${mode}: ${r.stderr}`);
+    const o = JSON.parse(r.stdout) as { before: number; peak: number; after: number };
+    return { grew: (o.peak - o.before) / 2 ** 20, kept: (o.after - o.before) / 2 ** 20 };
+  };
+  const fixed = run('fixed');
+  t.ok(fixed.grew > 120, `the buffers were resident (${fixed.grew.toFixed(0)} MiB)`);
+  t.ok(fixed.kept < 40, `with the setting, ${fixed.kept.toFixed(0)} MiB of 160 stay resident after they are freed`);
+  const control = run('default');
+  t.ok(control.kept > 100, `without it, glibc keeps ${control.kept.toFixed(0)} MiB (why the setting exists)`);
+});
