@@ -87,6 +87,13 @@ export interface Codec {
    * CodecError (never throws). A declared length above `maxFrameBytes` is a 'too-large' error.
    */
   decode(buf: Buffer, maxFrameBytes: number): Frame | NeedMore | CodecError;
+  /**
+   * Optional: the whole length the frame at the start of `buf` declares, once enough of its header is
+   * there, else -1. Asked only of bytes decode has answered NEED_MORE for; a large frame arriving in many
+   * reads is then gathered in one buffer of its final size rather than in a doubling series, whose
+   * superseded halves are garbage until the next collection.
+   */
+  frameLength?(buf: Buffer): number;
   /** Patches the request id inside `raw` in place. */
   setRequestId(raw: Buffer, id: RequestId): void;
   /** The local answer to a heartbeat request. */

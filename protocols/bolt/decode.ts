@@ -12,6 +12,16 @@ export function match(head: Buffer): MatchResult {
   return (s === 0 || head[1] === 1 || head[1] === 2) && head[1 + s] <= TYPE_ONEWAY && head[2 + s] === 0 ? 'yes' : 'no';
 }
 
+export function frameLength(buf: Buffer): number {
+  const s = buf[0]! - 1;
+  if ((s !== 0 && s !== 1) || buf.length < 2 + s) return -1;
+  const response = buf[1 + s] === TYPE_RESPONSE;
+  // Same layout as decode below: 10 (+2 in v2) bytes, then a status or a timeout, then the three lengths.
+  const at = 10 + 2 * s + (response ? 2 : 4);
+  if (buf.length < at + 8) return -1;
+  return at + 8 + buf.readInt16BE(at) + buf.readInt16BE(at + 2) + buf.readInt32BE(at + 4) + (hasCrc(buf) ? 4 : 0);
+}
+
 export function decode(buf: Buffer, maxFrameBytes: number): Frame | NeedMore | CodecError {
   const len = buf.length;
   if (len === 0) return NEED_MORE;

@@ -1,5 +1,5 @@
 import type { Codec } from '../codec.js';
-import { decode, match } from './decode.js';
+import { decode, frameLength, match } from './decode.js';
 import { errorResponse, grpcStatus, heartbeatReply, keepalive, setRequestId } from './encode.js';
 
 /** Bolt v1 and v2 (SOFARPC's transport): multiplexed, 32-bit ids, deadlines and headers in the frame. */
@@ -8,6 +8,7 @@ export const boltCodec: Codec = {
   poolMode: 'multiplex',
   match,
   decode,
+  frameLength,
   setRequestId,
   heartbeatReply,
   keepalive,

@@ -15,6 +15,8 @@ function readId(b: Buffer): RequestId {
   return hi === 0 ? b.readUInt32BE(8) : b.readBigUInt64BE(4);
 }
 
+export const frameLength = (buf: Buffer): number => (buf.length >= HEADER ? HEADER + buf.readInt32BE(12) : -1);
+
 export function decode(buf: Buffer, maxFrameBytes: number): Frame | NeedMore | CodecError {
   if (buf.length < 2) return buf.length === 1 && buf[0] !== MAGIC_HI ? bad('magic', buf[0]!) : NEED_MORE;
   if (buf[0] !== MAGIC_HI || buf[1] !== MAGIC_LO) return bad('magic', buf.readUInt16BE(0));

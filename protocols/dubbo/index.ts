@@ -1,5 +1,5 @@
 import type { Codec } from '../codec.js';
-import { decode, match } from './decode.js';
+import { decode, frameLength, match } from './decode.js';
 import { errorResponse, grpcStatus, heartbeatReply, keepalive, setRequestId } from './encode.js';
 
 /** Apache Dubbo 2 (the `dubbo://` protocol): multiplexed, 64-bit ids, hessian2 bodies read header-first. */
@@ -8,6 +8,7 @@ export const dubboCodec: Codec = {
   poolMode: 'multiplex',
   match,
   decode,
+  frameLength,
   setRequestId,
   heartbeatReply,
   keepalive,

@@ -1,13 +1,17 @@
 /**
  * The bytes read but not yet decoded. A chunk that starts on a frame boundary is used as it is (no
- * copy); a partial frame is kept in a buffer that grows by doubling, so a large frame arriving in many
- * reads is copied O(n) times in total rather than once per read. Frames already handed out are views
- * into memory before `start`, which is never written again.
+ * copy); a partial frame is kept in a buffer that grows straight to the frame's declared length when the
+ * codec can say it (`frameLength`), by doubling otherwise, so a large frame arriving in many reads is
+ * copied O(n) times in total rather than once per read. Frames already handed out are views into memory
+ * before `start`, which is never written again.
  */
 export class FrameBuffer {
   private buf: Buffer | undefined;
   private start = 0;
   private end = 0;
+
+  /** `frameLength`: the codec's, for the partial frame at the front (see Codec.frameLength). */
+  constructor(private readonly frameLength?: (buf: Buffer) => number) {}
 
   /** Adds a chunk and returns every byte not yet consumed. */
   append(chunk: Buffer): Buffer {
@@ -21,7 +25,8 @@ export class FrameBuffer {
     const needed = pending + chunk.length;
     // A chunk used in place has no spare room (end === its length), so it is never written into.
     if (this.buf.length - this.end < chunk.length) {
-      const grown = Buffer.allocUnsafe(Math.max(needed, 2 * pending, 4096));
+      const declared = this.frameLength?.(this.buf.subarray(this.start, this.end)) ?? -1;
+      const grown = Buffer.allocUnsafe(declared >= needed ? declared : Math.max(needed, 2 * pending, 4096));
       this.buf.copy(grown, 0, this.start, this.end);
       this.buf = grown;
       this.start = 0;

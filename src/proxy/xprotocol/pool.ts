@@ -31,7 +31,7 @@ const numericId = (id: number | bigint) => (typeof id === 'bigint' ? Number(id) 
 class UpstreamConnection {
   readonly pending = new IdTable<Pending>();
   private queue: Pending[] | undefined = [];
-  private readonly input = new FrameBuffer();
+  private readonly input: FrameBuffer;
   private lastActive = Date.now();
   private keepaliveSent = 0;
   private keepaliveId = -1;
@@ -45,6 +45,7 @@ class UpstreamConnection {
     readonly resources: ClusterResources,
   ) {
     const { host, cluster } = pool;
+    this.input = new FrameBuffer(pool.codec.frameLength);
     resources.connections++;
     metrics.upstreamCx.inc({ cluster: cluster.name });
     this.socket = connectUpstream(

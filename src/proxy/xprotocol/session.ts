@@ -64,7 +64,7 @@ function outcomeOf(grpc: number): Outcome {
  * answered with the upstream's response (id restored) or with a protocol-native error. Never a hang.
  */
 export class Session implements PendingOwner, Watched {
-  private readonly input = new FrameBuffer();
+  private readonly input: FrameBuffer;
   private closed = false;
   private closing = false;
   private inFlight = 0;
@@ -94,6 +94,7 @@ export class Session implements PendingOwner, Watched {
   ) {
     this.dstKeys = destinationKeys(ctx.destination);
     this.report = new ConnReport(ctx, opts.codec, opts.accessLog);
+    this.input = new FrameBuffer(opts.codec.frameLength);
     const s = ctx.socket;
     this.bufferLimit = ctx.listener.perConnectionBufferLimitBytes ?? DEFAULT_BUFFER_LIMIT;
     // A frame larger than the buffer limit is refused with the codec's too-large error, not held whole.
