@@ -4,6 +4,7 @@
  *   - throughput: dnsperf with 100 queries outstanding for BENCH_SECONDS;
  *   - latency at a fixed rate (BENCH_DNS_RATE, 10,000 queries/s): p50/p99/p999 from dnsperf -v;
  *   - the server process's CPU time per query (utime + stime from /proc/<pid>/stat over the run).
+ * Beside them, bench/dns-floor.ts: a bare Node dgram responder, the floor for any DNS server on Node.
  * Each case runs BENCH_ROUNDS times (default 5), the servers taking turns; the report gives medians.
  * dnsperf and unbound are installed with apt-get when missing and root. Writes bench/results/dns.md.
  * `--main PATH` (repeatable) adds another build's cli/main.js as a server, for A/B runs in one invocation.
@@ -81,6 +82,14 @@ async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js
   const child = spawn(process.execPath, [main, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
   await waitLine(child, 'stdout', (l) => l.includes('dns: proxy listening'), 'xsidecar');
   return { name, pid: child.pid!, port, stop: () => child.kill('SIGKILL') };
+}
+
+/** bench/dns-floor.ts: Node answering with nothing but a dgram socket. */
+async function nodeFloor(): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(repoRoot, 'dist/bench/dns-floor.js'), String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await waitLine(child, 'stdout', (l) => l.includes('dns-floor listening'), 'dns-floor');
+  return { name: 'bare Node dgram responder (floor)', pid: child.pid!, port, stop: () => child.kill('SIGKILL') };
 }
 
 async function unbound(dir: string): Promise<Server> {
@@ -168,7 +177,7 @@ async function main(): Promise<void> {
   const others = parseArgs({ options: { main: { type: 'string', multiple: true } } }).values.main ?? [];
   const servers = [await xsidecar(dir)];
   for (const m of others) servers.push(await xsidecar(dir, resolve(m), `xsidecar (${m})`));
-  servers.push(await unbound(dir));
+  servers.push(await nodeFloor(), await unbound(dir));
   const stopAll = () => servers.forEach((s) => s.stop());
   process.on('exit', stopAll);
   const runs = new Map<string, { max: Run[]; fixed: Run[] }>(servers.map((s) => [s.name, { max: [], fixed: [] }]));
@@ -209,7 +218,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.name} | ${f(r.qps)} | ${f(r.cpuMax, 1)} | ${f(r.p50, 3)} | ${f(r.p99, 3)} | ${f(r.p999, 3)} | ${r.p99s} | ${f(r.cpuFixed, 1)} | ${r.lost} |`),
     '',
-    `xsidecar / unbound queries/s: ${ratio.toFixed(2)}× (target ≥ 0.5×); xsidecar p99 at ${RATE}/s: ${f(rows[0]!.p99, 3)} ms (target ≤ 1 ms). dnsperf runs on the same machine and competes for its cores.`,
+    `xsidecar / unbound queries/s: ${ratio.toFixed(2)}× (target ≥ 0.5×); xsidecar p99 at ${RATE}/s: ${f(rows[0]!.p99, 3)} ms (target ≤ 1 ms; a bare Node responder ${f(rows.at(-2)!.p99, 3)} ms, unbound ${f(rows.at(-1)!.p99, 3)} ms in the same run). dnsperf runs on the same machine and competes for its cores.`,
     '',
   ].join('\n');
   const out = resolve(repoRoot, 'bench/results');
