@@ -12,12 +12,16 @@ export function match(head: Buffer): MatchResult {
   return (s === 0 || head[1] === 1 || head[1] === 2) && head[1 + s] <= TYPE_ONEWAY && head[2 + s] === 0 ? 'yes' : 'no';
 }
 
+/**
+ * Where the class, header and content lengths start (`s`: 0 in v1, 1 in v2): after 10 bytes (12 in v2),
+ * a response's 2-byte status or a request's 4-byte timeout. The fixed header ends 8 bytes later.
+ */
+const lengthsAt = (s: number, response: boolean) => 10 + 2 * s + (response ? 2 : 4);
+
 export function frameLength(buf: Buffer): number {
   const s = buf[0]! - 1;
   if ((s !== 0 && s !== 1) || buf.length < 2 + s) return -1;
-  const response = buf[1 + s] === TYPE_RESPONSE;
-  // Same layout as decode below: 10 (+2 in v2) bytes, then a status or a timeout, then the three lengths.
-  const at = 10 + 2 * s + (response ? 2 : 4);
+  const at = lengthsAt(s, buf[1 + s] === TYPE_RESPONSE);
   if (buf.length < at + 8) return -1;
   return at + 8 + buf.readInt16BE(at) + buf.readInt16BE(at + 2) + buf.readInt32BE(at + 4) + (hasCrc(buf) ? 4 : 0);
 }
@@ -33,9 +37,9 @@ export function decode(buf: Buffer, maxFrameBytes: number): Frame | NeedMore | C
   if (type > TYPE_ONEWAY) return malformed('command type', type);
   const response = type === TYPE_RESPONSE;
   const base = 10 + 2 * s;
-  const fixed = base + (response ? 10 : 12);
+  const lengths = lengthsAt(s, response);
+  const fixed = lengths + 8;
   if (len < fixed) return NEED_MORE;
-  const lengths = base + (response ? 2 : 4);
   // Signed like the Java reader: a negative length is a broken frame, never a huge one.
   const classLen = buf.readInt16BE(lengths);
   const headerLen = buf.readInt16BE(lengths + 2);

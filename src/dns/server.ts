@@ -33,8 +33,9 @@ const TCP_PENDING_PER_CONNECTION = 32;
 const OTHER = 0;
 
 /**
- * Replies go to the sender's address, always an IP literal: dgram's default lookup (dns.lookup) answers
- * those on the next tick, a closure and a tick queue entry per reply; this answers at once.
+ * Replies go to the sender's address, always an IP literal (and the bind address is one too: the config
+ * requires it). dgram's default lookup (dns.lookup) answers literals on the next tick, a closure and a
+ * tick queue entry per reply; this answers at once.
  */
 function literalLookup(address: string, _family: unknown, callback: (err: null, address: string, family: number) => void): void {
   callback(null, address, isIP(address));
@@ -45,8 +46,8 @@ export class DnsProxy {
   private tcp: Server | undefined;
   private readonly conns = new Set<Socket>();
   private inFlight = 0;
-  /** Counter cells by outcome and transport, then by query type number: no key string built per query. */
-  private readonly counters = new Map<string, Map<number, { n: number }>>();
+  /** Counter cells by transport and outcome, then by query type number: no key string built per query. */
+  private readonly counters = { udp: new Map<Outcome, Map<number, { n: number }>>(), tcp: new Map<Outcome, Map<number, { n: number }>>() };
   private readonly timers = new Map<Outcome, (seconds: number) => void>();
 
   constructor(private readonly opts: DnsProxyOptions) {}
@@ -232,11 +233,13 @@ export class DnsProxy {
   }
 
   private count(outcome: Outcome, qtype: number, transport: Transport): void {
-    const key = transport === 'udp' ? outcome : `${outcome}|tcp`;
-    let byType = this.counters.get(key);
-    if (!byType) this.counters.set(key, (byType = new Map()));
-    let c = byType.get(qtype);
-    if (!c) byType.set(qtype, (c = dnsMetrics.queries.cell(outcome, TYPE_NAMES[qtype] ?? 'OTHER', transport)));
+    // Types we do not name share one cell: the client picks the number, and the map must stay small.
+    const type = TYPE_NAMES[qtype] === undefined ? OTHER : qtype;
+    const byOutcome = this.counters[transport];
+    let byType = byOutcome.get(outcome);
+    if (!byType) byOutcome.set(outcome, (byType = new Map()));
+    let c = byType.get(type);
+    if (!c) byType.set(type, (c = dnsMetrics.queries.cell(outcome, TYPE_NAMES[type] ?? 'OTHER', transport)));
     c.n++;
   }
 

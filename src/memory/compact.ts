@@ -23,8 +23,12 @@ const CONFIG_SETTLE_MS = 1000;
 /** And not more often than this, whatever the push rate: a full compaction is a pause. */
 const CONFIG_MIN_SPACING_MS = 10_000;
 
-/** glibc's mallopt parameter, and the size from which blocks are mapped on their own. */
+/** glibc's mallopt parameter. */
 const M_MMAP_THRESHOLD = -3;
+/**
+ * Above Node's 64 KiB socket reads and the 128 KiB blocks of ordinary traffic (glibc's initial threshold),
+ * so only the rare large blocks pay a mapping each.
+ */
 const MMAP_THRESHOLD_BYTES = 256 * 1024;
 
 let quietUntil = 0;
@@ -51,7 +55,9 @@ export function collectFully(): void {
  * connections growing partial frames toward 15 MiB).
  */
 export function mapLargeBlocksAlone(): boolean {
-  return loadLibc()?.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
+  const done = loadLibc()?.mallopt?.(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
+  if (!done) log.info('memory: the allocator\'s mmap threshold could not be fixed (needs koffi and glibc); freed large buffers may stay resident until a trim');
+  return done;
 }
 
 /** What V8 accounts for: its heap (committed) and the memory of Buffers. */
@@ -68,7 +74,7 @@ export function giveBackMemory(accounted = accountedBytes()): void {
   const rss = process.memoryUsage.rss();
   if (rss - accounted < TRIM_SLACK_BYTES || Date.now() < quietUntil) return;
   const libc = loadLibc();
-  if (!libc) return;
+  if (!libc?.mallocTrim) return;
   libc.mallocTrim(0);
   const after = process.memoryUsage.rss();
   if (rss - after < TRIM_SLACK_BYTES / 4) quietUntil = Date.now() + 60_000;

@@ -16,10 +16,10 @@ export interface Libc {
   /** `rlim` is a struct rlimit: two 64-bit words, soft then hard. */
   getrlimit(resource: number, rlim: Buffer): number;
   setrlimit(resource: number, rlim: Buffer): number;
-  /** glibc: gives free heap memory back to the OS; 1 if some was released. */
-  mallocTrim(pad: number): number;
-  /** glibc: sets an allocator parameter (M_MMAP_THRESHOLD…); 1 on success. */
-  mallopt(param: number, value: number): number;
+  /** glibc: gives free heap memory back to the OS; 1 if some was released. Absent from other libcs. */
+  mallocTrim?: (pad: number) => number;
+  /** glibc: sets an allocator parameter (M_MMAP_THRESHOLD…); 1 on success. Absent from other libcs. */
+  mallopt?: (param: number, value: number) => number;
   errno(): number;
 }
 
@@ -31,6 +31,14 @@ export function loadLibc(): Libc | null {
   try {
     const koffi = require('koffi');
     const lib = koffi.load('libc.so.6');
+    // The allocator calls are glibc's own: missing ones must not cost the socket calls.
+    const optional = (decl: string) => {
+      try {
+        return lib.func(decl);
+      } catch {
+        return undefined;
+      }
+    };
     libc = {
       getsockopt: lib.func('int getsockopt(int, int, int, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
       setsockopt: lib.func('int setsockopt(int, int, int, const uint8_t *optval, uint32_t optlen)'),
@@ -40,8 +48,8 @@ export function loadLibc(): Libc | null {
       close: lib.func('int close(int)'),
       getrlimit: lib.func('int getrlimit(int, _Out_ uint8_t *rlim)'),
       setrlimit: lib.func('int setrlimit(int, const uint8_t *rlim)'),
-      mallocTrim: lib.func('int malloc_trim(size_t)'),
-      mallopt: lib.func('int mallopt(int, int)'),
+      mallocTrim: optional('int malloc_trim(size_t)'),
+      mallopt: optional('int mallopt(int, int)'),
       errno: () => koffi.errno() as number,
     };
   } catch (e) {

@@ -47,23 +47,56 @@ function bigRequest(extra: number): Buffer {
   return big;
 }
 
-t.test('a large frame arriving in reads is gathered in one buffer of its declared length', async (t) => {
+t.test('a large frame arriving in reads grows toward its declared length and ends in a buffer of its size', async (t) => {
   const big = bigRequest(3 * 1024 * 1024);
   t.equal(boltCodec.frameLength!(big.subarray(0, 21)), -1, 'unknown before the lengths are there');
   t.equal(boltCodec.frameLength!(big.subarray(0, 22)), big.length, 'declared once they are');
-  for (const frameLength of [boltCodec.frameLength, undefined]) {
+  const grow = (frameLength?: (b: Buffer) => number) => {
     const fb = new FrameBuffer(frameLength);
     let frame: Buffer | undefined;
-    const sizes = new Set<number>();
+    const sizes: number[] = [];
     for (let at = 0; at < big.length; at += 65536) {
       const buf = fb.append(Buffer.from(big.subarray(at, at + 65536)));
-      sizes.add(fb.retained);
+      if (fb.retained !== sizes.at(-1)) sizes.push(fb.retained);
       const f = boltCodec.decode(buf, 1 << 30);
       if (f !== NEED_MORE && !(f instanceof Error)) frame = f.raw;
     }
-    t.ok(frame?.equals(big), 'the frame comes out whole');
-    if (frameLength) t.same([...sizes].filter((n) => n > 65536), [big.length], 'one buffer, exactly the frame\'s size');
-    else t.ok([...sizes].filter((n) => n > 65536).length > 3, 'without the codec\'s length: a doubling series');
+    return { frame, sizes };
+  };
+  const declared = grow(boltCodec.frameLength);
+  t.ok(declared.frame?.equals(big), 'the frame comes out whole');
+  t.equal(declared.sizes.at(-1), big.length, 'its last buffer is exactly the frame\'s size');
+  t.ok(declared.sizes.length <= 6, `few buffers on the way (${declared.sizes.join(', ')})`);
+  const doubling = grow();
+  t.ok(doubling.frame?.equals(big), 'without the codec\'s length it comes out whole too');
+  t.ok(doubling.sizes.at(-1)! > big.length && doubling.sizes.length > declared.sizes.length, `by doubling, past its size (${doubling.sizes.join(', ')})`);
+});
+
+t.test('a chunk that completes a large frame and begins the next is held in exactly what it needs', async (t) => {
+  const big = bigRequest(1024 * 1024);
+  const fb = new FrameBuffer(boltCodec.frameLength);
+  fb.append(Buffer.from(big.subarray(0, 600_000)));
+  fb.append(Buffer.from(big.subarray(600_000, 700_000)));
+  const rest = Buffer.concat([big.subarray(700_000), request.subarray(0, 10)]);
+  const buf = fb.append(rest);
+  t.equal(fb.retained, big.length + 10, 'the frame plus the next one\'s first bytes, not twice the frame');
+  const f = boltCodec.decode(buf, 1 << 30);
+  t.ok(f !== NEED_MORE && !(f instanceof Error) && f.raw.equals(big), 'the frame decodes');
+});
+
+t.test('a few header bytes do not reserve the whole declared frame', async (t) => {
+  const big = bigRequest(30 * 1024 * 1024);
+  const fb = new FrameBuffer(boltCodec.frameLength);
+  fb.append(Buffer.from(big.subarray(0, 30)));
+  fb.append(Buffer.from(big.subarray(30, 31)));
+  t.ok(fb.retained <= 4096, `${fb.retained} bytes held for 31 received of a ${big.length}-byte frame`);
+});
+
+t.test('Bolt declares a request\'s and a response\'s length in its fixed header', async (t) => {
+  for (const [name, frame] of [['request', request], ['response', response]] as const) {
+    const fixed = name === 'request' ? 22 : 20;
+    for (let n = 1; n < fixed; n++) t.equal(boltCodec.frameLength!(frame.subarray(0, n)), -1, `${name}: unknown with ${n} bytes`);
+    t.equal(boltCodec.frameLength!(frame.subarray(0, fixed)), frame.length, `${name}: its length once the fixed header is there`);
   }
 });
 

@@ -122,6 +122,7 @@ export class Session implements PendingOwner, Watched {
   private onData(chunk: Buffer): void {
     if (this.closing) return; // answering what is in flight, then closing: nothing more is read
     this.lastActive = coarseNow;
+    const retainedBefore = this.input.retained;
     let buf = this.input.append(chunk);
     const { codec } = this.opts;
     let decoded = false;
@@ -141,7 +142,8 @@ export class Session implements PendingOwner, Watched {
     else {
       // The clock of a frame starts at its first byte: a frame trickling in keeps its first stamp.
       if (decoded || this.partialSince === 0) this.partialSince = Date.now();
-      grew(chunk.length);
+      // What a growth allocated counts, not only what arrived: the budget charges allocations.
+      grew(Math.max(chunk.length, this.input.retained - retainedBefore));
     }
     this.checkLimit();
   }
