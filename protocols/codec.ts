@@ -90,8 +90,8 @@ export interface Codec {
   /**
    * Optional: the whole length the frame at the start of `buf` declares, once enough of its header is
    * there, else -1. Asked only of bytes decode has answered NEED_MORE for; a large frame arriving in many
-   * reads is then gathered in one buffer of its final size rather than in a doubling series, whose
-   * superseded halves are garbage until the next collection.
+   * reads then grows by fours up to its size and ends in a buffer of exactly that size, rather than in a
+   * doubling series, whose superseded halves are garbage until the next collection.
    */
   frameLength?(buf: Buffer): number;
   /** Patches the request id inside `raw` in place. */
