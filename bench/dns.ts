@@ -32,7 +32,6 @@ function ensure(tool: string, pkg: string): void {
   if (spawnSync(tool, ['-h'], { stdio: 'ignore' }).error) throw new Error(`${tool} could not be installed`);
 }
 
-
 const cpuTicks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]);

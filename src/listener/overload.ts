@@ -70,7 +70,7 @@ export class OverloadManager {
       giveBackMemory(accountedBytes());
       return;
     }
-    giveBackMemory(h.total_heap_size + external);
+    giveBackMemory(accountedBytes(h));
     if (this.pressure >= this.protection.shedIdleAt) {
       const shed = shedIdle();
       throttled.warn('heap pressure', { pressure: Number(this.pressure.toFixed(3)), shedIdle: shed }, 'overload: heap pressure, closed idle connections');

@@ -60,9 +60,8 @@ export function mapLargeBlocksAlone(): boolean {
   return done;
 }
 
-/** What V8 accounts for: its heap (committed) and the memory of Buffers. */
-export function accountedBytes(): number {
-  const h = getHeapStatistics();
+/** What V8 accounts for: its heap (committed) and the memory of Buffers (`h`: statistics already read). */
+export function accountedBytes(h = getHeapStatistics()): number {
   return h.total_heap_size + ((h as { external_memory?: number }).external_memory ?? 0);
 }
 

@@ -1,6 +1,7 @@
 /**
- * The few socket calls Node does not expose, through koffi's FFI to libc. Loaded lazily so that a machine
- * without koffi's prebuilt binary still runs everything that does not need them.
+ * The few libc calls Node does not expose (sockets, descriptor limits, glibc's allocator), through koffi's
+ * FFI. Loaded lazily so that a machine without koffi's prebuilt binary still runs everything that does
+ * not need them.
  */
 import { createRequire } from 'node:module';
 

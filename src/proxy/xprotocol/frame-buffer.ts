@@ -2,8 +2,8 @@
  * The bytes read but not yet decoded. A chunk that starts on a frame boundary is used as it is (no
  * copy); a partial frame is kept in a buffer that grows geometrically, up to the frame's declared length
  * when the codec can say it (`frameLength`), so a large frame arriving in many reads is copied O(n) times
- * in total rather than once per read, and its last buffer is the frame's size. Frames already handed out are views into memory
- * before `start`, which is never written again.
+ * in total rather than once per read, and its last buffer is the frame's size. Frames already handed out
+ * are views into memory before `start`, which is never written again.
  */
 export class FrameBuffer {
   private buf: Buffer | undefined;
