@@ -26,7 +26,8 @@ export const TSIG_ERRORS: Readonly<Record<number, string>> = { 16: 'BADSIG', 17:
 
 /** The first key of a BIND key file; errors name the file and what is wrong. */
 export function parseKeyFile(text: string, source: string): TsigKey {
-  const body = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(#|\/\/).*$/gm, '');
+  // Comments are dropped only outside quoted strings: a base64 secret may well contain "//".
+  const body = text.replace(/("[^"]*")|\/\*[\s\S]*?\*\/|(?:#|\/\/)[^\n]*/g, (_all, quoted: string | undefined) => quoted ?? '');
   const m = /key\s+"?([^"\s{]+)"?\s*\{([\s\S]*?)\}\s*;/.exec(body);
   if (!m) throw new Error(`${source}: no key statement (expected key "NAME" { algorithm hmac-sha256; secret "BASE64"; };)`);
   const algorithm = /algorithm\s+"?([\w.-]+)"?\s*;/.exec(m[2]!)?.[1]?.toLowerCase().replace(/\.$/, '');
