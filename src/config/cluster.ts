@@ -5,6 +5,7 @@ import {
   type ClusterLoadAssignment,
   type Endpoint,
   HEALTH_STATUSES,
+  type IstioService,
   type LbPolicy,
 } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
@@ -16,7 +17,7 @@ const LB_POLICIES = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RING_HASH', 'RANDOM', 'UNU
 
 const CLUSTER_IGNORED = [
   'typed_extension_protocol_options', 'filters',
-  'common_lb_config', 'metadata', 'dns_lookup_family', 'max_requests_per_connection',
+  'common_lb_config', 'dns_lookup_family', 'max_requests_per_connection',
   'http2_protocol_options', 'http_protocol_options', 'common_http_protocol_options', 'alt_stat_name',
   'cleanup_interval', 'dns_refresh_rate', 'respect_dns_ttl', 'upstream_connection_options', 'lb_subset_config',
   'least_request_lb_config', 'round_robin_lb_config', 'original_dst_lb_config', 'ring_hash_lb_config',
@@ -35,11 +36,25 @@ function transportSocketMatchOf(md: ObjReader | undefined): Record<string, strin
   return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
 }
 
+/** metadata.filter_metadata.istio, as proto3 JSON or as a YAML bootstrap spells it. */
+function istioMetadata(md: unknown): { workload?: unknown; services?: unknown } | undefined {
+  const m = md as { filter_metadata?: Record<string, unknown>; filterMetadata?: Record<string, unknown> } | null | undefined;
+  const istio = (m?.filter_metadata ?? m?.filterMetadata)?.istio;
+  return typeof istio === 'object' && istio !== null ? istio : undefined;
+}
+
 /** metadata.filter_metadata.istio.workload, for telemetry's destination_* labels. */
 function istioWorkload(md: unknown): string | undefined {
-  const m = md as { filter_metadata?: Record<string, unknown>; filterMetadata?: Record<string, unknown> } | null | undefined;
-  const istio = (m?.filter_metadata ?? m?.filterMetadata)?.istio as { workload?: unknown } | undefined;
+  const istio = istioMetadata(md);
   return typeof istio?.workload === 'string' && istio.workload !== '' ? istio.workload : undefined;
+}
+
+/** metadata.filter_metadata.istio.services (`[{host, name, namespace}]`); entries without a host are skipped. */
+function istioServicesOf(md: unknown): IstioService[] | undefined {
+  const services = istioMetadata(md)?.services;
+  if (!Array.isArray(services)) return undefined;
+  const out = services.filter((x): x is IstioService => typeof x === 'object' && x !== null && typeof (x as IstioService).host === 'string');
+  return out.length > 0 ? out : undefined;
 }
 
 export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeContext, opts: { hostnames?: boolean } = {}): ClusterLoadAssignment {
@@ -113,6 +128,7 @@ export function decodeCluster(value: unknown, path: string, ctx: DecodeContext):
     circuitBreakers: decodeCircuitBreakers(r.obj('circuit_breakers')),
     outlierDetection: decodeOutlierDetection(r.obj('outlier_detection')),
     healthChecks: decodeHealthChecks(r.objList('health_checks'), codecs.map((c) => c.name)),
+    istioServices: istioServicesOf(r.raw('metadata')),
     raw: value,
   };
   r.ignore(...CLUSTER_IGNORED);

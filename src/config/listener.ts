@@ -9,7 +9,7 @@ import './rpc-filters.js';
 
 // Understood and deliberately not acted on: they tune Envoy internals, logging or stats.
 const LISTENER_IGNORED = [
-  'listener_filters_timeout', 'continue_on_listener_filters_timeout', 'traffic_direction',
+  'listener_filters_timeout', 'continue_on_listener_filters_timeout',
   'access_log', 'socket_options', 'metadata', 'stat_prefix',
   'connection_balance_config', 'drain_type', 'freebind', 'tcp_fast_open_queue_length', 'enable_reuse_port',
   'deprecated_v1', 'tcp_backlog_size', 'ignore_global_conn_limit', 'enable_mptcp',
@@ -68,6 +68,9 @@ function hasOriginalDstFilter(r: ObjReader): boolean {
   });
 }
 
+const TRAFFIC_DIRECTIONS = ['UNSPECIFIED', 'INBOUND', 'OUTBOUND'] as const;
+const directionOf = (d: (typeof TRAFFIC_DIRECTIONS)[number]) => (d === 'UNSPECIFIED' ? undefined : d);
+
 export function decodeListener(value: unknown, path: string, ctx: DecodeContext): Listener {
   const r = ObjReader.of(value, path, ctx);
   const name = r.requiredStr('name');
@@ -89,6 +92,7 @@ export function decodeListener(value: unknown, path: string, ctx: DecodeContext)
     filterChains,
     defaultFilterChain,
     perConnectionBufferLimitBytes: r.int('per_connection_buffer_limit_bytes', 1024, 2 ** 32 - 1) ?? DEFAULT_BUFFER_LIMIT_BYTES,
+    trafficDirection: directionOf(r.enumOf('traffic_direction', TRAFFIC_DIRECTIONS, 'UNSPECIFIED')),
     raw: value,
   };
   r.ignore(...LISTENER_IGNORED);

@@ -73,7 +73,9 @@ export interface Listener {
    * it may send (a larger one is refused with the protocol's own error rather than held whole).
    */
   readonly perConnectionBufferLimitBytes: number;
-  /** The resource as it came, for /config_dump. */
+  /** traffic_direction: Istio marks its inbound and outbound listeners; telemetry's reporter follows it. */
+  readonly trafficDirection?: 'INBOUND' | 'OUTBOUND';
+  /** The resource as it came, for /config_dump (see {@link Cluster.raw}). */
   readonly raw: unknown;
 }
 
@@ -155,7 +157,21 @@ export interface Cluster {
   readonly transportSocketMatches?: readonly TransportSocketMatch[];
   /** The cluster's own transport_socket: used when no match entry applies. Undefined: plaintext. */
   readonly transportSocket?: Pick<TransportSocketMatch, 'tls' | 'unsupported'>;
+  /** metadata.filter_metadata.istio.services: the services Istio says this cluster serves (telemetry). */
+  readonly istioServices?: readonly IstioService[];
+  /**
+   * The resource as it came, for /config_dump. An xDS resource's is made again from its bytes each time
+   * it is read (src/xds/resources.ts): kept, the proto3 JSON of a mesh took more heap than its model.
+   * What the data path needs of it is decoded into the fields above.
+   */
   readonly raw: unknown;
+}
+
+/** One entry of Istio's `istio.services` cluster metadata. */
+export interface IstioService {
+  readonly host: string;
+  readonly name?: string;
+  readonly namespace?: string;
 }
 
 export interface Node {

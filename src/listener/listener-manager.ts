@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Listener, SocketAddress } from '../config/model.js';
 import type { Snapshot } from '../config/snapshot.js';
+import { sameSource } from '../config/source.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
 import { throttled } from '../observe/throttle.js';
@@ -27,8 +28,6 @@ interface Bound {
  * server-first protocol on a port with TLS chains); a TLS client sends its ClientHello at once.
  */
 const INSPECTOR_SILENT_MS = 1000;
-
-const sameConfig = (a: Listener, b: Listener) => a === b || JSON.stringify(a.raw) === JSON.stringify(b.raw);
 
 /**
  * Owns the listening sockets. Each accepted connection is handed off by its original destination, matched
@@ -57,7 +56,7 @@ export class ListenerManager {
     // removed or changed listener drains, bound or not.
     for (const old of this.snapshot?.listeners.values() ?? []) {
       const next = snapshot.listeners.get(old.name);
-      if (!next || !sameConfig(old, next)) this.drain(old.name, next);
+      if (!next || !sameSource(old, next)) this.drain(old.name, next);
     }
     for (const [name, b] of this.bound) {
       const next = snapshot.listeners.get(name);

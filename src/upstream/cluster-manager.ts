@@ -1,4 +1,4 @@
-import type { Cluster } from '../config/model.js';
+import type { Cluster, ClusterLoadAssignment } from '../config/model.js';
 import { endpointsOf, type Snapshot } from '../config/snapshot.js';
 import { ActiveHealthChecker } from './health-check.js';
 import { Host, hostKey } from './host.js';
@@ -16,6 +16,8 @@ export class ClusterState {
     /** Circuit-breaker counts; carried over from the previous state of the same cluster. */
     readonly resources: ClusterResources = new ClusterResources(cluster.name, cluster.circuitBreakers),
     readonly outlier?: OutlierDetector,
+    /** The endpoints the hosts were made from (EDS, or the cluster's own): unchanged, the state is kept. */
+    readonly assignment?: ClusterLoadAssignment,
   ) {
     // Envoy's priority levels: the lowest level that has a usable host takes all traffic.
     const levels = new Map<number, Host[]>();
@@ -61,10 +63,19 @@ export class ClusterManager {
 
   update(snapshot: Snapshot): void {
     const next = new Map<string, ClusterState>();
+    const hostsOf = (name: string) => () => next.get(name)?.hosts ?? [];
     for (const cluster of snapshot.clusters.values()) {
       const prev = this.states.get(cluster.name);
+      const assignment = endpointsOf(snapshot, cluster);
+      // A resource whose bytes did not change is the same object (src/xds/resources.ts): a push that
+      // changes one service rebuilds one service's state, not the mesh's.
+      if (prev && prev.cluster === cluster && prev.assignment === assignment) {
+        if (prev.outlier) prev.outlier.hostsOf = hostsOf(cluster.name);
+        next.set(cluster.name, prev);
+        continue;
+      }
       const known = new Map(prev?.hosts.map((h) => [h.key, h]));
-      const hosts = (endpointsOf(snapshot, cluster)?.endpoints ?? []).map((ep) => {
+      const hosts = (assignment?.endpoints ?? []).map((ep) => {
         const key = hostKey(ep.address, ep.port);
         const reused = known.get(key);
         known.delete(key);
@@ -76,7 +87,7 @@ export class ClusterManager {
       const lb = createLoadBalancer(cluster.lbPolicy);
       const resources = prev?.resources ?? new ClusterResources(cluster.name, cluster.circuitBreakers);
       resources.limits = cluster.circuitBreakers;
-      next.set(cluster.name, new ClusterState(cluster, hosts, lb, resources, this.outlierFor(cluster, prev, () => next.get(cluster.name)?.hosts ?? [])));
+      next.set(cluster.name, new ClusterState(cluster, hosts, lb, resources, this.outlierFor(cluster, prev, hostsOf(cluster.name)), assignment));
       this.checkHealth(cluster, hosts);
     }
     for (const [name, gone] of this.states) {

@@ -2,6 +2,7 @@
  * Unpacks the Any-wrapped resources of a discovery response into plain proto3-JSON objects (snake_case,
  * enums and int64 as strings, nested Anys expanded when their type is loaded, kept as base64 otherwise).
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import protobuf from 'protobufjs';
 import { TO_OBJECT } from './proto-json.js';
@@ -26,13 +27,39 @@ export class UnpackError extends Error {
 /** A digest of a resource's bytes: an unchanged resource in a new push is recognised without decoding it. */
 export const digestOf = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('base64');
 
+/**
+ * protobufjs reads a short proto3 string 8 bytes at a time (`str += …`), so each comes out as a chain of
+ * V8 cons strings: 3–4 times its flat size, for as long as the config model holds it (a mesh's model holds
+ * about 50 per cluster). Here each is one flat string from Node's UTF-8 decoder; proto3's check that it is
+ * valid UTF-8 stays, run natively when a byte says it is not ASCII.
+ */
+class FlatStringReader extends protobuf.BufferReader {
+  override stringVerify(this: FlatStringReader & { size(): number; buf: Buffer; pos: number; len: number }): string {
+    const length = this.size();
+    const start = this.pos;
+    const end = start + length;
+    if (end > this.len) throw new RangeError(`index out of range: ${start} + ${length} > ${this.len}`);
+    this.pos = end;
+    const buf = this.buf;
+    for (let i = start; i < end; i++) {
+      if (buf[i]! < 0x80) continue;
+      if (!isUtf8(buf.subarray(start, end))) throw new TypeError('a string field is not valid UTF-8');
+      break;
+    }
+    return buf.toString('utf8', start, end);
+  }
+}
+
+const readerOf = (bytes: Uint8Array) =>
+  new FlatStringReader(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+
 /** Decodes the message only (cheap), to learn its name before deciding whether to convert it. */
 export function decodeMessage(protos: XdsProtos, any: AnyMessage, expectedTypeUrl: string): protobuf.Message & Record<string, unknown> {
   if (any.type_url !== expectedTypeUrl) throw new UnpackError(`resource of type ${any.type_url || '(none)'} in a ${expectedTypeUrl} response`);
   const type = protos.typeOf(any.type_url);
   if (!type) throw new UnpackError(`type ${any.type_url} is not loaded`);
   try {
-    return type.decode(any.value) as protobuf.Message & Record<string, unknown>;
+    return type.decode(readerOf(any.value)) as protobuf.Message & Record<string, unknown>;
   } catch (e) {
     throw new UnpackError(`cannot decode ${any.type_url}: ${(e as Error).message}`);
   }

@@ -74,25 +74,27 @@ function timestampString(seconds: unknown, nanos: unknown): string {
 }
 
 // protobufjs defines the well-known types from its own bundled descriptors, where Value's fields are
-// camelCase (stringValue) whatever keepCase says; accept both spellings.
-const field = (v: Plain, snake: string): [boolean, unknown] => {
-  if (own(v, snake)) return [true, v[snake]];
-  const c = snake.replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase());
-  return own(v, c) ? [true, v[c]] : [false, undefined];
-};
+// camelCase (stringValue) whatever keepCase says; accept both spellings. Struct values are a large part
+// of Istio's resources (metadata), so the spellings are written out rather than converted per value.
+const VALUE_KINDS = [
+  ['number_value', 'numberValue'],
+  ['string_value', 'stringValue'],
+  ['bool_value', 'boolValue'],
+  ['struct_value', 'structValue'],
+  ['list_value', 'listValue'],
+] as const;
 
 function valueToJs(v: Plain | undefined): unknown {
   if (!v) return null;
-  let [has, x] = field(v, 'number_value');
-  if (has) return Number.isFinite(x) ? x : String(x);
-  [has, x] = field(v, 'string_value');
-  if (has) return x;
-  [has, x] = field(v, 'bool_value');
-  if (has) return x;
-  [has, x] = field(v, 'struct_value');
-  if (has) return structToJs(x as Plain);
-  [has, x] = field(v, 'list_value');
-  if (has) return ((x as Plain).values as Plain[] | undefined)?.map(valueToJs) ?? [];
+  for (const [snake, camel] of VALUE_KINDS) {
+    const key = own(v, snake) ? snake : own(v, camel) ? camel : undefined;
+    if (key === undefined) continue;
+    const x = v[key];
+    if (snake === 'number_value') return Number.isFinite(x) ? x : String(x);
+    if (snake === 'struct_value') return structToJs(x as Plain);
+    if (snake === 'list_value') return ((x as Plain).values as Plain[] | undefined)?.map(valueToJs) ?? [];
+    return x;
+  }
   return null;
 }
 

@@ -7,6 +7,7 @@ import { defaultBootstrap } from '../../src/config/default-bootstrap.js';
 import { decodeListener } from '../../src/config/listener.js';
 import type { TcpProxyConfig } from '../../src/config/model.js';
 import { ConfigError, newContext, parseDurationMs } from '../../src/config/reader.js';
+import { fromSource, sameSource } from '../../src/config/source.js';
 import { writeTemp } from '../helpers/netns.js';
 import { cliPath, fixture } from '../helpers/paths.js';
 
@@ -91,6 +92,33 @@ t.test('real istiod resources decode', async (t) => {
   const cla = decodeLoadAssignment(istio('cla_outbound_8080_alertmanager-main_3eps.json'), 'cla', ctx);
   t.equal(cla.endpoints.length, 3);
   t.ok(cla.endpoints.every((e) => e.port === 8080 || e.port > 0));
+});
+
+t.test('what telemetry needs of a resource is in its model, not read from its raw form', async (t) => {
+  const ctx = newContext();
+  const eds = decodeCluster(istio('cluster_outbound_9080_reviews.json'), 'c', ctx);
+  t.same(eds.istioServices, [{ host: 'reviews.default.svc.cluster.local', name: 'reviews', namespace: 'default' }], 'istio.services metadata');
+  const md = (services: unknown) => ({ name: 'c', type: 'STATIC', metadata: { filter_metadata: { istio: { services } } } });
+  t.same(decodeCluster(md([{ name: 'no-host' }, { host: 'a.b.svc' }]), 'c', ctx).istioServices, [{ host: 'a.b.svc' }], 'entries without a host are skipped');
+  t.equal(decodeCluster(md('garbage'), 'c', ctx).istioServices, undefined);
+  t.equal(decodeCluster({ name: 'c', type: 'STATIC' }, 'c', ctx).istioServices, undefined);
+  t.equal(decodeListener(istio('listener_virtualOutbound.json'), 'l', ctx).trafficDirection, 'OUTBOUND');
+  const inbound = { ...(istio('listener_virtualOutbound.json') as Record<string, unknown>), traffic_direction: 1 };
+  t.equal(decodeListener(inbound, 'l', ctx).trafficDirection, 'INBOUND', 'as protobuf numbers it');
+  t.equal(decodeListener({ ...inbound, traffic_direction: 'UNSPECIFIED' }, 'l', ctx).trafficDirection, undefined);
+});
+
+t.test('two listeners are the same config by their bytes when both came from xDS, else by their JSON', async (t) => {
+  const l = () => decodeListener(istio('listener_virtualOutbound.json'), 'l', newContext());
+  t.ok(sameSource(l(), l()), 'static: equal JSON');
+  t.notOk(sameSource(l(), { ...l(), raw: { name: 'other' } }));
+  const [a, b, c] = [l(), l(), l()];
+  fromSource(a, 'digest-1', () => ({ from: 'bytes' }));
+  fromSource(b, 'digest-1', () => ({ from: 'bytes' }));
+  fromSource(c, 'digest-2', () => ({ from: 'bytes' }));
+  t.ok(sameSource(a, b), 'equal digests');
+  t.notOk(sameSource(a, c), 'different digests');
+  t.same(a.raw, { from: 'bytes' }, 'raw is made when read');
 });
 
 t.test('xsidecar check: exit 0 with a summary, exit 1 with the field path', async (t) => {

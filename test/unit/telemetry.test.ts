@@ -58,8 +58,8 @@ t.test('the destination service from the cluster', async (t) => {
 t.test('the reporter from the listener', async (t) => {
   t.equal(listenerDirection({ name: 'virtualInbound', address: { port: 15006 } }), 'inbound');
   t.equal(listenerDirection({ name: 'x', address: { port: 15006 } }), 'inbound', 'the inbound capture port');
-  t.equal(listenerDirection({ name: 'x', raw: { traffic_direction: 'INBOUND' } }), 'inbound');
-  t.equal(listenerDirection({ name: 'virtualOutbound', address: { port: 15001 }, raw: { traffic_direction: 'OUTBOUND' } }), 'outbound');
+  t.equal(listenerDirection({ name: 'x', trafficDirection: 'INBOUND' }), 'inbound');
+  t.equal(listenerDirection({ name: 'virtualOutbound', address: { port: 15001 }, trafficDirection: 'OUTBOUND' }), 'outbound');
   t.equal(listenerDirection({ name: '0.0.0.0_12200', address: { port: 12200 } }), 'outbound');
 });
 

@@ -2,6 +2,8 @@
  * Any unpacking and proto3 JSON: every Istio fixture goes JSON -> protobuf bytes -> plain object ->
  * config model, and must decode to the same model as the JSON itself.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { decodeCluster, decodeLoadAssignment } from '../../src/config/cluster.js';
 import { decodeListener } from '../../src/config/listener.js';
@@ -125,4 +127,41 @@ t.test('undecodable or mistyped resources become failures naming them, not excep
     /^Cluster "bad-eds": cluster_type: custom cluster types are not supported$/,
   ]);
   t.type(new UnpackError('x'), Error);
+});
+
+t.test('string fields decode as one flat string each, and invalid UTF-8 is still refused', async (t) => {
+  const name = 'outbound|9080||reviews.默认.svc.cluster.local — é';
+  const r = decodeResources(protos, 'cluster', [{ any: wire({ '@type': TYPE_URL.cluster, name, type: 'STATIC' }) }], new Map(), 'v1', 'now');
+  t.same(r.resources.map((x) => x.name), [name], 'multi-byte UTF-8 comes through');
+  // Cluster.name (field 1) holding 0xc3 0x28: a lead byte without its continuation.
+  const bad: AnyMessage = { type_url: TYPE_URL.cluster, value: Buffer.from([0x0a, 0x02, 0xc3, 0x28]) };
+  const f = decodeResources(protos, 'cluster', [{ any: bad }], new Map(), 'v1', 'now');
+  t.match(f.failures.map((x) => x.message), [/^Cluster "#0": cannot decode .*not valid UTF-8/]);
+});
+
+t.test('a resource keeps its bytes, not its JSON: raw is made again when read, and old generations are freed', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const clusters = istioFixtureSet().filter((j) => j['@type'] === TYPE_URL.cluster);
+  t.ok(clusters.length > 3, 'Istio clusters to decode');
+  const items = clusters.map((json) => ({ any: wire(json) }));
+  const first = decodeResources(protos, 'cluster', items, new Map(), 'v1', 'now').resources;
+  for (const r of first) {
+    t.same(r.raw, unpackAny(protos, items[first.indexOf(r)]!.any).plain, `${r.name}: raw is the proto3 JSON of what came`);
+    t.same((r.config as { raw: unknown }).raw, r.raw, `${r.name}: the model's raw too`);
+  }
+  // Generation after generation, each decoded against the one before (as the xDS engine does) with every
+  // resource changed: once replaced, a generation must be garbage. A getter made inside decodeResources
+  // would hold its scope, and through `previous` every earlier generation.
+  let previous = new Map(first.map((r) => [r.name, r]));
+  const firstGone = new WeakRef(first[0]!);
+  first.length = 0;
+  for (let g = 2; g <= 4; g++) {
+    const changed = clusters.map((json) => ({ any: wire({ ...json, connect_timeout: `${g}s` }) }));
+    previous = new Map(decodeResources(protos, 'cluster', changed, previous, `v${g}`, 'now').resources.map((r) => [r.name, r]));
+  }
+  await new Promise((r) => setImmediate(r));
+  gc();
+  t.equal(firstGone.deref(), undefined, 'the first generation was collected');
+  t.equal(previous.size, clusters.length);
 });

@@ -130,11 +130,9 @@ export type Direction = 'inbound' | 'outbound';
  * with `traffic_direction: INBOUND`, bound to the inbound capture port 15006. Anything else reports as
  * the source (outbound).
  */
-export function listenerDirection(listener: { readonly name: string; readonly address?: { readonly port: number }; readonly raw?: unknown }): Direction {
-  const raw = isPlain(listener.raw) ? listener.raw : {};
-  const td = raw.traffic_direction ?? raw.trafficDirection;
-  if (td === 'INBOUND' || td === 1) return 'inbound';
-  if (td === 'OUTBOUND' || td === 2) return 'outbound';
+export function listenerDirection(listener: { readonly name: string; readonly address?: { readonly port: number }; readonly trafficDirection?: string }): Direction {
+  if (listener.trafficDirection === 'INBOUND') return 'inbound';
+  if (listener.trafficDirection === 'OUTBOUND') return 'outbound';
   if (listener.name === 'virtualInbound' || listener.name.startsWith('inbound|')) return 'inbound';
   if (listener.address?.port === 15006) return 'inbound';
   return 'outbound';

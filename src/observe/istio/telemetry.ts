@@ -72,18 +72,8 @@ export function notePeerIdentity(host: TelemetryHost, socket: Socket): void {
 /** What telemetry reads of a cluster (src/config/model.ts Cluster). */
 export interface TelemetryCluster {
   readonly name: string;
-  /** The resource as it came: its `metadata.filter_metadata.istio.services` name the destination service. */
-  readonly raw?: unknown;
-}
-
-/** Istio's cluster metadata `istio.services: [{host, name, namespace}]`, from a static bootstrap or xDS. */
-export function clusterServices(raw: unknown): ClusterService[] | undefined {
-  const r = raw as { metadata?: { filter_metadata?: Record<string, unknown>; filterMetadata?: Record<string, unknown> } } | null | undefined;
-  const fm = r?.metadata?.filter_metadata ?? r?.metadata?.filterMetadata;
-  const services = (fm?.istio as { services?: unknown } | undefined)?.services;
-  if (!Array.isArray(services)) return undefined;
-  const out = services.filter((x): x is ClusterService => typeof x === 'object' && x !== null && typeof (x as ClusterService).host === 'string');
-  return out.length > 0 ? out : undefined;
+  /** Istio's cluster metadata `istio.services: [{host, name, namespace}]`: the destination service. */
+  readonly istioServices?: readonly ClusterService[];
 }
 
 export interface TelemetryOptions {
@@ -239,7 +229,7 @@ export function reporterFor(listener: Parameters<typeof listenerDirection>[0], p
 
 function internEdge(r: Reporter, cluster: TelemetryCluster | undefined, host: TelemetryHost | undefined): Edge {
   const local = telemetry.local;
-  const svc = destinationService(cluster?.name, clusterServices(cluster?.raw), local);
+  const svc = destinationService(cluster?.name, cluster?.istioServices, local);
   // Istio takes the principals from the connection's certificates, never from metadata.
   const [source, destination] =
     r.direction === 'inbound'

@@ -1,0 +1,48 @@
+/**
+ * The cluster manager turns each snapshot into live cluster state. A resource whose bytes did not change
+ * arrives as the same object, so a push that changes one service must rebuild that service's state only.
+ */
+import t from 'tap';
+import { decodeCluster, decodeLoadAssignment } from '../../src/config/cluster.js';
+import type { Cluster, ClusterLoadAssignment } from '../../src/config/model.js';
+import { newContext } from '../../src/config/reader.js';
+import { makeSnapshot } from '../../src/config/snapshot.js';
+import { ClusterManager } from '../../src/upstream/cluster-manager.js';
+
+const cluster = (name: string): Cluster =>
+  decodeCluster({ name, type: 'EDS', eds_cluster_config: { eds_config: { ads: {} } }, outlier_detection: { consecutive_5xx: 3, interval: '10s' } }, name, newContext());
+const cla = (name: string, ...ports: number[]): ClusterLoadAssignment =>
+  decodeLoadAssignment({ cluster_name: name, endpoints: [{ lb_endpoints: ports.map((port) => ({ endpoint: { address: { socket_address: { address: '10.0.0.1', port_value: port } } } })) }] }, name, newContext());
+const snapshot = (clusters: Cluster[], endpoints: ClusterLoadAssignment[]) =>
+  makeSnapshot({ version: 'v', listeners: new Map(), clusters: new Map(clusters.map((c) => [c.name, c])), endpoints: new Map(endpoints.map((e) => [e.clusterName, e])) });
+
+t.test('unchanged clusters keep their state; a changed one is rebuilt and its outlier detector sees the new hosts', async (t) => {
+  const cm = new ClusterManager();
+  const [a, b] = [cluster('a'), cluster('b')];
+  const [ea, eb] = [cla('a', 1, 2), cla('b', 3)];
+  cm.update(snapshot([a, b], [ea, eb]));
+  const [sa, sb] = [cm.get('a')!, cm.get('b')!];
+  t.same(sa.hosts.map((h) => h.port), [1, 2]);
+
+  cm.update(snapshot([a, b], [ea, eb]));
+  t.equal(cm.get('a'), sa, 'same cluster, same endpoints: the same state');
+  t.equal(cm.get('b'), sb);
+
+  const eb2 = cla('b', 3, 4);
+  cm.update(snapshot([a, b], [ea, eb2]));
+  t.equal(cm.get('a'), sa, 'the unchanged cluster is untouched');
+  const sb2 = cm.get('b')!;
+  t.not(sb2, sb, 'new endpoints: a new state');
+  t.same(sb2.hosts.map((h) => h.port), [3, 4]);
+  t.equal(sb2.hosts[0], sb.hosts[0], 'the host that stayed is the same Host (its pools and counters carry over)');
+  t.equal(sb2.outlier, sb.outlier, 'the outlier detector carries over');
+  t.same(sb2.outlier!.hostsOf().map((h) => h.port), [3, 4], 'and watches the new hosts');
+  t.same(sa.outlier!.hostsOf().map((h) => h.port), [1, 2], 'a kept state\'s detector still watches its hosts');
+
+  const a2 = cluster('a');
+  cm.update(snapshot([a2, b], [ea, eb2]));
+  t.not(cm.get('a'), sa, 'a changed cluster resource: a new state');
+  t.equal(cm.get('a')!.hosts[0], sa.hosts[0]);
+  sa.outlier?.stop();
+  for (const s of cm.all()) s.outlier?.stop();
+});
