@@ -65,14 +65,11 @@ export class ObjReader {
     return this.path ? `${this.path}.${name}` : name;
   }
 
-  /** proto3 JSON allows both lowerCamelCase and the original field name. */
+  /** proto3 JSON allows both lowerCamelCase and the original field name (done() matches either). */
   raw(name: string): unknown {
     this.seen.add(name);
     const v = this.value[name];
-    if (v !== undefined) return v;
-    const c = camel(name);
-    this.seen.add(c);
-    return this.value[c];
+    return v !== undefined ? v : this.value[camel(name)];
   }
 
   has(name: string): boolean {
@@ -82,7 +79,7 @@ export class ObjReader {
 
   /** Marks fields as understood-but-unused so they do not produce warnings. */
   ignore(...names: string[]): this {
-    for (const n of names) this.raw(n);
+    for (const n of names) this.seen.add(n);
     return this;
   }
 
