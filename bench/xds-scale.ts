@@ -274,6 +274,8 @@ async function open(v: Variant, dir: string, mesh: Mesh, api: 'GRPC' | 'DELTA_GR
 
 async function close(s: Session): Promise<void> {
   s.sidecar.child.kill(PROFILE ? 'SIGTERM' : 'SIGKILL');
+  // A profiled sidecar drains before it exits (and writes its profile); one that does not, in time, is killed.
+  if (PROFILE) setTimeout(() => s.sidecar.child.kill('SIGKILL'), 30_000).unref();
   s.server.child.kill('SIGTERM');
   await Promise.all([s.sidecar.child, s.server.child].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
 }
@@ -519,7 +521,7 @@ export async function runScale(): Promise<ScaleReport> {
       ['Sidecar-scoped: one full push applied, median of 20 (ms)', ...col((v) => (R(v).scoped ? fmt(R(v).scoped!.pushMs, 0) : '—'))],
     ];
     const first = R(vs[0]!).full;
-    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(SIDECAR_FLAGS.length ? [`--sidecar-flags "${SIDECAR_FLAGS.join(' ')}"`] : [])].join(' ');
+    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(values['sidecar-flags'] ? [`--sidecar-flags="${values['sidecar-flags']}"`] : []), ...(values.profile ? [`--profile ${values.profile}`] : [])].join(' ');
     const table = [
       `## xDS scale and footprint — ${new Date().toISOString()}`,
       '',

@@ -68,8 +68,8 @@ function hasOriginalDstFilter(r: ObjReader): boolean {
   });
 }
 
-const TRAFFIC_DIRECTIONS = ['UNSPECIFIED', 'INBOUND', 'OUTBOUND'] as const;
-const directionOf = (d: (typeof TRAFFIC_DIRECTIONS)[number]) => (d === 'UNSPECIFIED' ? undefined : d);
+/** Only telemetry's reporter reads it, so a value it does not know leaves it unset rather than failing the listener. */
+const directionOf = (d: unknown) => (d === 'INBOUND' || d === 1 ? 'INBOUND' : d === 'OUTBOUND' || d === 2 ? 'OUTBOUND' : undefined);
 
 export function decodeListener(value: unknown, path: string, ctx: DecodeContext): Listener {
   const r = ObjReader.of(value, path, ctx);
@@ -92,7 +92,7 @@ export function decodeListener(value: unknown, path: string, ctx: DecodeContext)
     filterChains,
     defaultFilterChain,
     perConnectionBufferLimitBytes: r.int('per_connection_buffer_limit_bytes', 1024, 2 ** 32 - 1) ?? DEFAULT_BUFFER_LIMIT_BYTES,
-    trafficDirection: directionOf(r.enumOf('traffic_direction', TRAFFIC_DIRECTIONS, 'UNSPECIFIED')),
+    trafficDirection: directionOf(r.raw('traffic_direction')),
     raw: value,
   };
   r.ignore(...LISTENER_IGNORED);

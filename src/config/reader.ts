@@ -163,8 +163,12 @@ export class ObjReader {
 
   /** Warns about every field nobody asked for. Call once the message is fully read. */
   done(): void {
+    let camelSeen: Set<string> | undefined;
     for (const key of Object.keys(this.value)) {
       if (key === '@type' || this.seen.has(key) || this.seen.has(snake(key))) continue;
+      // snake() does not undo camel() before a digit (consecutive_5xx → consecutive5xx): compare forwards.
+      camelSeen ??= new Set([...this.seen].map(camel));
+      if (camelSeen.has(key)) continue;
       this.ctx.warnings.push(`${this.at(key)}: unknown field, ignored`);
     }
   }

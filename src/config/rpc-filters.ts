@@ -20,7 +20,9 @@ function routeSpecifier(r: ObjReader): { rdsName?: string; routeConfig?: RouteCo
   rds?.ignore('config_source');
   rds?.done();
   const inline = r.raw('route_config');
-  const routeConfig = inline ? decodeRouteConfiguration(inline, r.at('route_config'), r.ctx) : undefined;
+  // The listener's own raw form carries an inline route config; a copy here would keep an xDS listener's
+  // proto3 JSON alive after decoding (src/config/source.ts).
+  const routeConfig = inline ? { ...decodeRouteConfiguration(inline, r.at('route_config'), r.ctx), raw: undefined } : undefined;
   return { rdsName, routeConfig };
 }
 

@@ -51,15 +51,15 @@ const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnT
  * /config_dump shows is what came, and nothing but the bytes is kept. They are kept as a one-byte string,
  * in V8's heap, which compacts: thousands of small Buffers would sit in malloc'd pool slabs, where each
  * push's dead ones fragmented the arena (RSS after 30 full pushes 200+ MiB instead of 130–160), and a
- * view into the response would keep the whole response. Built here, at module level, so that the
- * getters' closures hold only what they name: made inside decodeResources they would hold its scope, and
- * through `previous` every earlier generation of the config.
+ * view into the response would keep the whole response. Built here, at module level, so that `plain`
+ * holds only what it names: made inside decodeResources it would hold its scope, and through `previous`
+ * every earlier generation of the config.
  */
 function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw'>): Resource {
   const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('latin1');
   const plain = () => toPlain(protos, typeUrl, decodeMessage(protos, { type_url: typeUrl, value: Buffer.from(bytes, 'latin1') }, typeUrl));
-  fromSource(r.config as { raw: unknown }, r.digest, plain);
-  return { ...r, get raw() { return plain(); } };
+  const config = fromSource(r.config as { raw: unknown }, r.digest, plain);
+  return fromSource<Resource>({ ...r, config, raw: {} }, r.digest, plain);
 }
 
 /** `Listener "virtualInbound": filter_chains[2].filters: no terminal network filter …` */

@@ -2,6 +2,8 @@
  * The cluster manager turns each snapshot into live cluster state. A resource whose bytes did not change
  * arrives as the same object, so a push that changes one service must rebuild that service's state only.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { decodeCluster, decodeLoadAssignment } from '../../src/config/cluster.js';
 import type { Cluster, ClusterLoadAssignment } from '../../src/config/model.js';
@@ -44,5 +46,24 @@ t.test('unchanged clusters keep their state; a changed one is rebuilt and its ou
   t.not(cm.get('a'), sa, 'a changed cluster resource: a new state');
   t.equal(cm.get('a')!.hosts[0], sa.hosts[0]);
   sa.outlier?.stop();
+  for (const s of cm.all()) s.outlier?.stop();
+});
+
+t.test('a kept state does not keep the states it was made beside', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const cm = new ClusterManager();
+  const [a, b] = [cluster('a'), cluster('b')];
+  const ea = cla('a', 1);
+  cm.update(snapshot([a, b], [ea, cla('b', 2)]));
+  const replaced = new WeakRef(cm.get('b')!);
+  // 'a' is kept through both updates; 'b' changes, so its first state is replaced. If the kept state's
+  // outlier detector still looked hosts up in the first update's map, that map (and 'b') would live on.
+  cm.update(snapshot([a, b], [ea, cla('b', 3)]));
+  cm.update(snapshot([a, b], [ea, cla('b', 4)]));
+  await new Promise((r) => setImmediate(r));
+  gc();
+  t.equal(replaced.deref(), undefined, "b's first state was collected");
+  t.same(cm.get('a')!.outlier!.hostsOf().map((h) => h.port), [1]);
   for (const s of cm.all()) s.outlier?.stop();
 });

@@ -106,16 +106,25 @@ t.test('what telemetry needs of a resource is in its model, not read from its ra
   const inbound = { ...(istio('listener_virtualOutbound.json') as Record<string, unknown>), traffic_direction: 1 };
   t.equal(decodeListener(inbound, 'l', ctx).trafficDirection, 'INBOUND', 'as protobuf numbers it');
   t.equal(decodeListener({ ...inbound, traffic_direction: 'UNSPECIFIED' }, 'l', ctx).trafficDirection, undefined);
+  t.equal(decodeListener({ ...inbound, traffic_direction: 'sideways' }, 'l', ctx).trafficDirection, undefined, 'a value telemetry does not know fails nothing');
+});
+
+t.test('camelCase fields are read and not reported as unknown, digits included', async (t) => {
+  const ctx = newContext();
+  const c = decodeCluster({ name: 'c', type: 'STATIC', connectTimeout: '2s', outlierDetection: { consecutive5xx: 3, enforcingConsecutive5xx: 100, interval: '5s', bogusField: 1 } }, 'c', ctx);
+  t.equal(c.connectTimeoutMs, 2000);
+  t.equal(c.outlierDetection?.consecutive5xx, 3);
+  t.same(ctx.warnings, ['c.outlier_detection.bogusField: unknown field, ignored'], 'only the unknown one');
 });
 
 t.test('two listeners are the same config by their bytes when both came from xDS, else by their JSON', async (t) => {
   const l = () => decodeListener(istio('listener_virtualOutbound.json'), 'l', newContext());
   t.ok(sameSource(l(), l()), 'static: equal JSON');
   t.notOk(sameSource(l(), { ...l(), raw: { name: 'other' } }));
-  const [a, b, c] = [l(), l(), l()];
-  fromSource(a, 'digest-1', () => ({ from: 'bytes' }));
-  fromSource(b, 'digest-1', () => ({ from: 'bytes' }));
-  fromSource(c, 'digest-2', () => ({ from: 'bytes' }));
+  const a = fromSource(l(), 'digest-1', () => ({ from: 'bytes' }));
+  const b = fromSource(l(), 'digest-1', () => ({ from: 'bytes' }));
+  const c = fromSource(l(), 'digest-2', () => ({ from: 'bytes' }));
+  t.equal(a.name, l().name, 'the fields are all there');
   t.ok(sameSource(a, b), 'equal digests');
   t.notOk(sameSource(a, c), 'different digests');
   t.same(a.raw, { from: 'bytes' }, 'raw is made when read');

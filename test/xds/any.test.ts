@@ -129,7 +129,7 @@ t.test('undecodable or mistyped resources become failures naming them, not excep
   t.type(new UnpackError('x'), Error);
 });
 
-t.test('string fields decode as one flat string each, and invalid UTF-8 is still refused', async (t) => {
+t.test('string fields are read by our UTF-8 decoder: multi-byte text comes through, invalid UTF-8 is refused', async (t) => {
   const name = 'outbound|9080||reviews.默认.svc.cluster.local — é';
   const r = decodeResources(protos, 'cluster', [{ any: wire({ '@type': TYPE_URL.cluster, name, type: 'STATIC' }) }], new Map(), 'v1', 'now');
   t.same(r.resources.map((x) => x.name), [name], 'multi-byte UTF-8 comes through');
@@ -150,6 +150,11 @@ t.test('a resource keeps its bytes, not its JSON: raw is made again when read, a
     t.same(r.raw, unpackAny(protos, items[first.indexOf(r)]!.any).plain, `${r.name}: raw is the proto3 JSON of what came`);
     t.same((r.config as { raw: unknown }).raw, r.raw, `${r.name}: the model's raw too`);
   }
+  // The data path reads these models per connection and per request: they must stay fast-properties
+  // objects (redefining `raw` as a getter on the decoded object made each one a dictionary).
+  setFlagsFromString('--allow-natives-syntax');
+  const hasFastProperties = new Function('o', 'return %HasFastProperties(o)') as (o: unknown) => boolean;
+  t.ok(first.every((r) => hasFastProperties(r.config) && hasFastProperties(r)), 'models and resources keep fast properties');
   // Generation after generation, each decoded against the one before (as the xDS engine does) with every
   // resource changed: once replaced, a generation must be garbage. A getter made inside decodeResources
   // would hold its scope, and through `previous` every earlier generation.
