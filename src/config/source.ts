@@ -28,10 +28,10 @@ class Sourced {
   }
 }
 
-/** `config`'s fields, with a `raw` made by `plain` when read; remembers the digest. */
-export function fromSource<T extends { readonly raw: unknown }>(config: T, digest: string, plain: () => unknown): T {
-  const { raw: _raw, ...fields } = config;
-  return new Sourced(fields, digest, plain) as unknown as T;
+/** `config`'s fields (a `raw` among them is dropped), with a `raw` made by `plain` when read; remembers the digest. */
+export function fromSource<F extends object, R>(config: F, digest: string, plain: () => R): Omit<F, 'raw'> & { readonly raw: R } {
+  const { raw: _raw, ...fields } = config as F & { raw?: unknown };
+  return new Sourced(fields, digest, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
 }
 
 /** Same config: by the digests of their bytes when both came from xDS, else by their JSON. */

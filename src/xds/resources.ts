@@ -9,7 +9,7 @@ import type { Cluster, Listener } from '../config/model.js';
 import { ConfigError, newContext } from '../config/reader.js';
 import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
-import { type AnyMessage, decodeMessage, digestOf, nameOf, toPlain, UnpackError } from './any.js';
+import { type AnyMessage, decodeMessage, digestOf, nameOf, toPlain, unpackAny, UnpackError } from './any.js';
 import type { XdsProtos } from './protos.js';
 import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
 
@@ -57,9 +57,8 @@ const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnT
  */
 function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw'>): Resource {
   const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('latin1');
-  const plain = () => toPlain(protos, typeUrl, decodeMessage(protos, { type_url: typeUrl, value: Buffer.from(bytes, 'latin1') }, typeUrl));
-  const config = fromSource(r.config as { raw: unknown }, r.digest, plain);
-  return fromSource<Resource>({ ...r, config, raw: {} }, r.digest, plain);
+  const plain = () => unpackAny(protos, { type_url: typeUrl, value: Buffer.from(bytes, 'latin1') }).plain;
+  return fromSource({ ...r, config: fromSource(r.config as object, r.digest, plain) }, r.digest, plain);
 }
 
 /** `Listener "virtualInbound": filter_chains[2].filters: no terminal network filter …` */
