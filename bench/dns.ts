@@ -4,7 +4,9 @@
  *   - throughput: dnsperf with 100 queries outstanding for BENCH_SECONDS;
  *   - latency at a fixed rate (BENCH_DNS_RATE, 10,000 queries/s): p50/p99/p999 from dnsperf -v;
  *   - the server process's CPU time per query (utime + stime from /proc/<pid>/stat over the run).
- * Beside them, bench/dns-floor.ts: a bare Node dgram responder, the floor for any DNS server on Node.
+ * Beside them, the proxy with UDP read on the main thread only (--dns-udp-worker off; the default moves it
+ * to a worker thread under load) and bench/dns-floor.ts: a bare Node dgram responder, the floor for any
+ * DNS server reading on Node's event loop.
  * Each case runs BENCH_ROUNDS times (default 5), the servers taking turns; the report gives medians.
  * dnsperf and unbound are installed with apt-get when missing and root. Writes bench/results/dns.md.
  * `--main PATH` (repeatable) adds another build's cli/main.js as a server, for A/B runs in one invocation.
@@ -50,11 +52,13 @@ interface Server {
   pid: number;
   port: number;
   stop(): void;
+  /** xsidecar: its log lines about moving UDP reading between threads. */
+  moves?: string[];
 }
 
 const names = Array.from({ length: NAMES }, (_, i) => ({ name: `com.bench.app${i % 50}.interface${i}`, ip: `10.${(i >> 8) & 255}.${i & 255}.1` }));
 
-async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js'), name = 'xsidecar'): Promise<Server> {
+async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js'), name = 'xsidecar', extra: string[] = []): Promise<Server> {
   const port = await freePort();
   const cfg = {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
@@ -78,9 +82,14 @@ async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js
   };
   const file = join(dir, `xsidecar-${port}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const child = spawn(process.execPath, [main, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
+  const child = spawn(process.execPath, [main, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
   await waitLine(child, 'stdout', (l) => l.includes('dns: proxy listening'), 'xsidecar');
-  return { name, pid: child.pid!, port, stop: () => child.kill('SIGKILL') };
+  // The default (auto) moves UDP reading to a worker under load: say when, so the report can tell.
+  const moves: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    if (l.includes('dns: UDP queries')) moves.push(l);
+  });
+  return { name, pid: child.pid!, port, stop: () => child.kill('SIGKILL'), moves };
 }
 
 /** bench/dns-floor.ts: Node answering with nothing but a dgram socket. */
@@ -176,6 +185,7 @@ async function main(): Promise<void> {
   const others = parseArgs({ options: { main: { type: 'string', multiple: true } } }).values.main ?? [];
   const servers = [await xsidecar(dir)];
   for (const m of others) servers.push(await xsidecar(dir, resolve(m), `xsidecar (${m})`));
+  servers.push(await xsidecar(dir, undefined, 'xsidecar, UDP on the main thread only (--dns-udp-worker off)', ['--dns-udp-worker', 'off']));
   servers.push(await nodeFloor(), await unbound(dir));
   const stopAll = () => servers.forEach((s) => s.stop());
   process.on('exit', stopAll);
@@ -218,6 +228,8 @@ async function main(): Promise<void> {
     ...rows.map((r) => `| ${r.name} | ${f(r.qps)} | ${f(r.cpuMax, 1)} | ${f(r.p50, 3)} | ${f(r.p99, 3)} | ${f(r.p999, 3)} | ${r.p99s} | ${f(r.cpuFixed, 1)} | ${r.lost} |`),
     '',
     `xsidecar / unbound queries/s: ${ratio.toFixed(2)}× (target ≥ 0.5×); xsidecar p99 at ${RATE}/s: ${f(rows[0]!.p99, 3)} ms (target ≤ 1 ms; a bare Node responder ${f(rows.at(-2)!.p99, 3)} ms, unbound ${f(rows.at(-1)!.p99, 3)} ms in the same run). dnsperf runs on the same machine and competes for its cores.`,
+    '',
+    ...servers.filter((s) => s.moves).map((s) => `${s.name}: UDP reading moved ${s.moves!.filter((l) => l.includes('worker thread')).length} time(s) to the worker thread and ${s.moves!.filter((l) => l.includes('main thread')).length} time(s) back (src/dns/udp-offload.ts).`),
     '',
   ].join('\n');
   const out = resolve(repoRoot, 'bench/results');

@@ -9,7 +9,7 @@ import type { Logger } from '../observe/log.js';
 import { Forwarder } from './forward.js';
 import { Registrar } from './registrar.js';
 import { parseHostPort, readResolvConf, type Upstream } from './resolv.js';
-import { DnsProxy } from './server.js';
+import { DnsProxy, type DnsProxyOptions } from './server.js';
 import { LocalTable, type NameTableLike } from './table.js';
 import type { TsigKey } from './tsig.js';
 
@@ -35,6 +35,8 @@ export interface DnsFlags {
   readonly upstreams?: readonly string[];
   readonly resolvConfPath?: string;
   readonly upstreamTimeoutMs?: number;
+  /** --dns-udp-worker and its thresholds (udp-offload.ts). */
+  readonly udpWorker?: DnsProxyOptions['udpWorker'];
   readonly registrar?: RegistrarFlags;
 }
 
@@ -78,7 +80,7 @@ export class DnsService {
     const listen = { address: this.cfg?.address.address ?? DEFAULT_DNS_ADDRESS.address, port: this.flags.port ?? this.cfg?.address.port ?? DEFAULT_DNS_ADDRESS.port };
     const upstreams = this.upstreams(listen);
     const forwarder = new Forwarder({ upstreams, timeoutMs: this.flags.upstreamTimeoutMs ?? this.cfg?.resolutionTimeoutMs ?? 2000, log: throttled(this.log) });
-    const proxy = new DnsProxy({ address: listen.address, port: listen.port, table: this.table, forwarder, log: this.log });
+    const proxy = new DnsProxy({ address: listen.address, port: listen.port, table: this.table, forwarder, log: this.log, udpWorker: this.flags.udpWorker });
     try {
       const a = await proxy.start();
       this.bound = { address: a.address, port: a.port };

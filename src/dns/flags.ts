@@ -10,6 +10,9 @@ import { loadKeyFile } from './tsig.js';
 export const DNS_FLAG_OPTIONS = {
   'dns-port': { type: 'string' },
   'dns-upstream': { type: 'string' },
+  'dns-udp-worker': { type: 'string' },
+  'dns-udp-worker-rate': { type: 'string' },
+  'dns-udp-worker-idle': { type: 'string' },
   'dns-update-server': { type: 'string' },
   'dns-update-zone': { type: 'string' },
   'dns-update-key': { type: 'string' },
@@ -21,7 +24,7 @@ export const DNS_FLAG_OPTIONS = {
 } as const;
 
 export const DNS_USAGE =
-  '[--dns-port 15053 (0: off)] [--dns-upstream IP[:PORT],...] [--dns-update-server HOST:PORT --dns-update-zone ZONE --dns-update-key FILE ' +
+  '[--dns-port 15053 (0: off)] [--dns-upstream IP[:PORT],...] [--dns-udp-worker auto|on|off --dns-udp-worker-rate 2000 --dns-udp-worker-idle 30s] [--dns-update-server HOST:PORT --dns-update-zone ZONE --dns-update-key FILE ' +
   '--dns-interfaces a.b.C,... (XSIDECAR_INTERFACES) --dns-service-ip IP (XSIDECAR_SERVICE_IP) | --dns-service-name NAME --dns-update-ttl 30s --dns-update-interval 30s]';
 
 type Values = Partial<Record<keyof typeof DNS_FLAG_OPTIONS, string>>;
@@ -49,7 +52,16 @@ export function dnsFlagsFrom(values: Values, env: Env): DnsFlags {
     if (isIP(parseHostPort(u, 53, '--dns-upstream').host) === 0) throw new Error(`--dns-upstream: expected an IP address, got "${u}"`);
   }
   // XSIDECAR_RESOLV_CONF: another resolv.conf for the search domains and upstreams (tests, unusual images).
-  return { port, upstreams, resolvConfPath: env.XSIDECAR_RESOLV_CONF, registrar: registrarFrom(values, env) };
+  return { port, upstreams, resolvConfPath: env.XSIDECAR_RESOLV_CONF, udpWorker: udpWorkerFrom(values, env), registrar: registrarFrom(values, env) };
+}
+
+function udpWorkerFrom(values: Values, env: Env): DnsFlags['udpWorker'] {
+  const mode = values['dns-udp-worker'] ?? env.XSIDECAR_DNS_UDP_WORKER ?? 'auto';
+  if (mode !== 'auto' && mode !== 'on' && mode !== 'off') throw new Error(`--dns-udp-worker (XSIDECAR_DNS_UDP_WORKER): expected auto, on or off, got "${mode}"`);
+  const rate = values['dns-udp-worker-rate'] ?? env.XSIDECAR_DNS_UDP_WORKER_RATE ?? '2000';
+  if (!/^\d+$/.test(rate) || Number(rate) < 1) throw new Error(`--dns-udp-worker-rate (XSIDECAR_DNS_UDP_WORKER_RATE): expected queries per second (a positive integer), got "${rate}"`);
+  const idle = seconds(values['dns-udp-worker-idle'] ?? env.XSIDECAR_DNS_UDP_WORKER_IDLE ?? '30s', '--dns-udp-worker-idle (XSIDECAR_DNS_UDP_WORKER_IDLE)');
+  return { mode, upRate: Number(rate), idleMs: Math.round(idle * 1000) };
 }
 
 function registrarFrom(values: Values, env: Env): RegistrarFlags | undefined {

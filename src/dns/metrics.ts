@@ -74,6 +74,21 @@ export class FastHistogram {
     };
   }
 
+  get buckets(): readonly number[] {
+    return this.bounds;
+  }
+
+  /** Adds counts observed elsewhere (the DNS UDP worker) with the same buckets. */
+  merge(value: string, counts: Float64Array, sum: number): void {
+    if (!this.series.has(value)) this.recorder(value);
+    const s = this.series.get(value)!;
+    for (let i = 0; i < counts.length; i++) {
+      s.counts[i]! += counts[i]!;
+      s.count += counts[i]!;
+    }
+    s.sum += sum;
+  }
+
   async get() {
     const values: Sample[] = [];
     for (const [v, s] of this.series) {
@@ -99,6 +114,8 @@ export const dnsMetrics = {
   /** outcome: local (answered from the table), forwarded, failed (SERVFAIL after every upstream failed), malformed, dropped, overload. */
   queries: new FastCounter('xsidecar_dns_queries_total', 'DNS queries by outcome, query type and transport', ['outcome', 'type', 'transport']),
   latency: new FastHistogram('xsidecar_dns_request_duration_seconds', 'Time from query to answer, by outcome', 'outcome', [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+  /** What the UDP worker thread (udp-offload.ts) did with what it read: answered itself, or handed to the main thread. */
+  worker: new FastCounter('xsidecar_dns_udp_worker_queries_total', 'UDP queries read by the DNS worker thread, by what it did with them (answered, handed to the main thread, dropped)', ['action']),
   upstreamFailures: new Counter({ name: 'xsidecar_dns_upstream_failures_total', help: 'Forwarding attempts that failed, by upstream and reason', labelNames: ['upstream', 'reason'], registers: [registry] }),
   truncated: new Counter({ name: 'xsidecar_dns_truncated_total', help: 'Forwarded UDP answers cut to the client size with TC set', labelNames: ['outcome'], registers: [registry] }),
   updates: new Counter({ name: 'xsidecar_dns_registrar_updates_total', help: 'RFC 2136 updates sent by the registrar, by operation and result (NOERROR, REFUSED, NOTAUTH, BADSIG, BADKEY, timeout, …)', labelNames: ['op', 'result'], registers: [registry] }),

@@ -4,7 +4,7 @@
  * most) so a lookup is one Map get, and a lookup never sees half of an update.
  */
 import { isIP } from 'node:net';
-import { nameKey } from './wire.js';
+import { CLASS, localAnswer, nameKey, type Query, TYPE } from './wire.js';
 
 /** The shape of istio.networking.nds.v1.NameTable as xds/ hands it over (structural: dns/ does not import xds/). */
 export interface NameInfoLike {
@@ -42,22 +42,57 @@ export interface TableOptions {
   readonly ttl: number;
 }
 
+/** What a lookup needs, as handed to the UDP worker (src/dns/udp-worker.ts) on each change. */
+export interface TableSnapshot {
+  readonly entries: ReadonlyMap<string, Entry>;
+  readonly firstSearch: string | undefined;
+}
+
+/** The entry for a name key (wire form, see nameKey), directly or as NAME.<first search domain>. */
+export function lookupIn(t: TableSnapshot, key: string): Entry | undefined {
+  const e = t.entries.get(key);
+  const suffix = t.firstSearch;
+  if (e || !suffix || key.length <= suffix.length || !key.endsWith(suffix)) return e;
+  return t.entries.get(`${key.slice(0, -suffix.length)}\u0000`);
+}
+
+/**
+ * The authoritative answer when the table holds the asked name (a standard query of class IN), else
+ * undefined. A known name with nothing of the asked type is NOERROR with no answer, never NXDOMAIN.
+ */
+export function tableAnswer(t: TableSnapshot, req: Buffer, q: Query, limit: number): Buffer | undefined {
+  if (q.key === undefined || q.qclass !== CLASS.IN || (q.flags & 0x7800) !== 0) return undefined;
+  const e = lookupIn(t, q.key);
+  if (!e) return undefined;
+  const addrs = q.qtype === TYPE.A || q.qtype === TYPE.ANY ? e.v4 : q.qtype === TYPE.AAAA ? e.v6 : [];
+  return localAnswer(req, q, addrs, e.ttl, limit);
+}
+
 export const normalizeName = (n: string) => n.trim().toLowerCase().replace(/\.$/, '');
 
 export class LocalTable {
-  private merged = new Map<string, Entry>();
+  private snap: TableSnapshot;
+  private changed: ((t: TableSnapshot) => void) | undefined;
   private nameTable: NameTableLike | undefined;
   private statics: readonly StaticName[] = [];
   private registered: readonly StaticName[] = [];
-  private readonly firstSearch: string | undefined;
 
   constructor(private readonly opts: TableOptions) {
     // The first search domain as a key suffix (its labels and the root): stripped, it leaves NAME's labels.
-    this.firstSearch = opts.search[0] ? nameKey(opts.search[0]) : undefined;
+    this.snap = { entries: new Map(), firstSearch: opts.search[0] ? nameKey(opts.search[0]) : undefined };
   }
 
   get size(): number {
-    return this.merged.size;
+    return this.snap.entries.size;
+  }
+
+  get snapshot(): TableSnapshot {
+    return this.snap;
+  }
+
+  /** One listener (the DNS proxy), told of every rebuilt table. */
+  onChange(cb: ((t: TableSnapshot) => void) | undefined): void {
+    this.changed = cb;
   }
 
   setNameTable(t: NameTableLike): void {
@@ -77,10 +112,7 @@ export class LocalTable {
 
   /** The entry for a name key (wire form, see nameKey), directly or as NAME.<first search domain>. */
   lookup(key: string): Entry | undefined {
-    const e = this.merged.get(key);
-    const suffix = this.firstSearch;
-    if (e || !suffix || key.length <= suffix.length || !key.endsWith(suffix)) return e;
-    return this.merged.get(`${key.slice(0, -suffix.length)}\u0000`);
+    return lookupIn(this.snap, key);
   }
 
   /** Addresses of a name as text (for the registrar's ClusterIP lookup by service name). */
@@ -120,7 +152,8 @@ export class LocalTable {
     for (const [host, info] of Object.entries(this.nameTable?.table ?? {})) {
       for (const alt of altHosts(host, info, this.opts.namespace)) put(alt, info.ips, this.opts.ttl, 'nametable');
     }
-    this.merged = next;
+    this.snap = { entries: next, firstSearch: this.snap.firstSearch };
+    this.changed?.(this.snap);
   }
 }
 

@@ -4,6 +4,7 @@
  * not need them.
  */
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 
 const require = createRequire(import.meta.url);
 
@@ -14,6 +15,14 @@ export interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
   close(fd: number): number;
+  dup(fd: number): number;
+  fcntl(fd: number, cmd: number, arg: number): number;
+  getsockname(fd: number, out: Buffer, len: number[]): number;
+  /** Flags such as MSG_DONTWAIT; `addr` is a struct sockaddr as the kernel wrote it for the receiver. */
+  sendto(fd: number, buf: Uint8Array, len: number, flags: number, addr: Uint8Array, addrLen: number): number;
+  /** The message vectors are raw addresses (koffi.address of memory from koffi.alloc, plus an offset). */
+  recvmmsg(fd: number, msgvec: number, vlen: number, flags: number, timeout: null): number;
+  sendmmsg(fd: number, msgvec: number, vlen: number, flags: number): number;
   /** `rlim` is a struct rlimit: two 64-bit words, soft then hard. */
   getrlimit(resource: number, rlim: Buffer): number;
   setrlimit(resource: number, rlim: Buffer): number;
@@ -22,6 +31,14 @@ export interface Libc {
   /** glibc: sets an allocator parameter (M_MMAP_THRESHOLD…); 1 on success. Absent from other libcs. */
   mallopt?: (param: number, value: number) => number;
   errno(): number;
+  /** Memory outside V8's heap at a fixed address, for calls that take pointers to pointers. */
+  allocNative(size: number): NativeMemory;
+}
+
+export interface NativeMemory {
+  readonly address: number;
+  readonly bytes: ArrayBuffer;
+  free(): void;
 }
 
 let libc: Libc | null | undefined;
@@ -47,11 +64,21 @@ export function loadLibc(): Libc | null {
       bind: lib.func('int bind(int, const uint8_t *addr, uint32_t addrlen)'),
       listen: lib.func('int listen(int, int)'),
       close: lib.func('int close(int)'),
+      dup: lib.func('int dup(int)'),
+      fcntl: lib.func('int fcntl(int, int, int)'),
+      getsockname: lib.func('int getsockname(int, _Out_ uint8_t *addr, _Inout_ uint32_t *len)'),
+      sendto: lib.func('intptr_t sendto(int, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t addrlen)'),
+      recvmmsg: lib.func('int recvmmsg(int, uintptr_t msgvec, unsigned int vlen, int flags, void *timeout)'),
+      sendmmsg: lib.func('int sendmmsg(int, uintptr_t msgvec, unsigned int vlen, int flags)'),
       getrlimit: lib.func('int getrlimit(int, _Out_ uint8_t *rlim)'),
       setrlimit: lib.func('int setrlimit(int, const uint8_t *rlim)'),
       mallocTrim: optional('int malloc_trim(size_t)'),
       mallopt: optional('int mallopt(int, int)'),
       errno: () => koffi.errno() as number,
+      allocNative(size: number): NativeMemory {
+        const ptr = koffi.alloc('uint8_t', size);
+        return { address: Number(koffi.address(ptr)), bytes: koffi.view(ptr, size) as ArrayBuffer, free: () => koffi.free(ptr) };
+      },
     };
   } catch (e) {
     loadError = (e as Error).message;
@@ -61,3 +88,6 @@ export function loadLibc(): Libc | null {
 }
 
 export const libcLoadError = () => loadError;
+
+/** EADDRINUSE for 98: an errno as its name, for error messages. */
+export const errnoName = (n: number): string => Object.entries(constants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;

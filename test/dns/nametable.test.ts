@@ -4,6 +4,7 @@
  * is gone. Other names go to a real named.
  */
 import t from 'tap';
+import { loadLibc } from '../../src/sys/libc.js';
 import { writeTemp } from '../helpers/netns.js';
 import { AdsServer, adsBootstrap, freePort, istioFixtureSet, readFixture, SidecarProc, waitJsonAfter } from '../xds/harness.js';
 import { dig } from './client.js';
@@ -12,7 +13,8 @@ import { namedProblem, startNamed, ZONE } from './named.js';
 const problem = namedProblem();
 const required = process.env.XSIDECAR_REQUIRE_NETNS === '1';
 
-t.test('NameTable names from the test istiod', { skip: problem && !required ? problem : false }, async (t) => {
+// Twice: UDP read on the main thread, and by the worker thread, which gets each pushed table by message.
+for (const reader of ['main', 'worker'] as const) t.test(`NameTable names from the test istiod (UDP read on the ${reader} thread)`, { skip: problem && !required ? problem : reader === 'worker' && !loadLibc() ? 'the UDP worker needs koffi' : false }, async (t) => {
   if (problem) return t.fail(problem);
   const named = await startNamed({ port: await freePort() });
   t.teardown(() => named.stop());
@@ -26,6 +28,7 @@ t.test('NameTable names from the test istiod', { skip: problem && !required ? pr
       // The registrar finds the app's ClusterIP by service name in the NameTable.
       '--dns-update-server', `127.0.0.1:${named.port}`, '--dns-update-zone', ZONE, '--dns-update-key', named.keyFile,
       '--dns-interfaces', 'com.istio.reviews.api', '--dns-service-name', 'reviews',
+      '--dns-udp-worker', reader === 'worker' ? 'on' : 'off',
     ],
     env: { POD_NAMESPACE: 'default', XSIDECAR_RESOLV_CONF: resolvConf },
   });
@@ -60,8 +63,17 @@ t.test('NameTable names from the test istiod', { skip: problem && !required ? pr
     const from = sc.proc.lines.length;
     await server.command({ cmd: 'update', version: 'v2', resources: [{ ...nt, table }] });
     await waitJsonAfter(sc.proc, from, (o: { msg?: string }) => o.msg === 'xds: name table received');
+    const settled = () => new Promise((r) => setTimeout(r, 1500)); // the worker reports what it did each second
+    if (reader === 'worker') await settled();
+    const handed = await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="handed"');
     t.same(dig(port, 'com.alipay.userservice.interface1').answers, ['198.18.0.10']);
     t.same(dig(port, 'com.alipay.userservice.interface2.default.svc.cluster.local').answers, ['198.18.0.10'], 'as the stub resolver tries it first with ndots:5');
+    if (reader === 'worker') {
+      // A worker still holding the old table would hand the new names to the main thread (which answers them right).
+      await settled();
+      t.equal(await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="handed"'), handed, 'the worker answered the new names itself: it has the pushed table');
+      t.ok((await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="answered"')) >= 2);
+    }
   });
 
   t.test('istiod gone: the last NameTable keeps answering', async (t) => {

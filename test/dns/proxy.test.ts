@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { createSocket } from 'node:dgram';
+import { loadLibc } from '../../src/sys/libc.js';
 import { type LocalSidecar, startLocalSidecar } from '../helpers/sidecar.js';
 import { freePort } from '../xds/harness.js';
 import { addresses, decode, dig, frame, query, tcpExchange, udpExchange } from './client.js';
@@ -40,12 +41,14 @@ const dnsListener = (port: number, upstreamPort: number, domains: object[]) => (
 const domain = (name: string, ...ips: string[]) => ({ name, endpoint: { address_list: { address: ips } } });
 const many = Array.from({ length: 60 }, (_, i) => `10.1.0.${i + 1}`);
 
-t.test('DNS proxy with a bootstrap table, forwarding to BIND', { skip: problem && !required ? problem : false }, async (t) => {
+// Every case twice: UDP read on the main thread, and by the worker thread (src/dns/udp-offload.ts) that
+// the default moves it to under load.
+for (const reader of ['main', 'worker'] as const) t.test(`DNS proxy with a bootstrap table, forwarding to BIND (UDP read on the ${reader} thread)`, { skip: problem && !required ? problem : reader === 'worker' && !loadLibc() ? 'the UDP worker needs koffi' : false }, async (t) => {
   if (problem) return t.fail(problem);
   const named: Named = await startNamed({ port: await freePort() });
   t.teardown(() => named.stop());
   const port = await freePort();
-  const sc: LocalSidecar = await startLocalSidecar('dns-proxy', {
+  const sc: LocalSidecar = await startLocalSidecar(`dns-proxy-${reader}`, {
     static_resources: {
       listeners: [
         dnsListener(port, named.port, [
@@ -55,9 +58,10 @@ t.test('DNS proxy with a bootstrap table, forwarding to BIND', { skip: problem &
         ]),
       ],
     },
-  });
+  }, ['--dns-udp-worker', reader === 'worker' ? 'on' : 'off']);
   t.teardown(() => sc.proc.kill('SIGKILL'));
   t.ok(sc.proc.lines.some((l) => l.includes('dns: proxy listening') && l.includes(`127.0.0.1:${port}`)), 'listens where the bootstrap listener says');
+  t.equal(sc.proc.lines.some((l) => l.includes('dns: UDP queries moved to a worker thread')), reader === 'worker', `UDP read on the ${reader} thread`);
 
   t.test('bootstrap names are answered locally and authoritatively', async (t) => {
     const a = dig(port, 'com.alipay.userservice.interface1');
@@ -144,6 +148,9 @@ t.test('DNS proxy with a bootstrap table, forwarding to BIND', { skip: problem &
     t.ok((await sc.metric('xsidecar_dns_queries_total', 'outcome="forwarded",type="TXT"')) >= 3);
     t.ok((await sc.metric('xsidecar_dns_queries_total', 'outcome="forwarded",type="AAAA",transport="tcp"')) >= 1);
     t.ok((await sc.metric('xsidecar_dns_request_duration_seconds_count', 'outcome="local"')) >= 3);
+    const answered = await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="answered"');
+    if (reader === 'main') t.equal(answered, 0, 'no worker');
+    else t.ok(answered >= 5, `the worker answered the table's names itself (${answered})`);
   });
 });
 
@@ -167,4 +174,51 @@ t.test('dead and silent upstreams: SERVFAIL, local names unaffected', { skip: pr
   t.ok((await sc.metric('xsidecar_dns_upstream_failures_total', 'reason="timeout"')) >= 1, 'timeout counted');
   t.ok((await sc.metric('xsidecar_dns_queries_total', 'outcome="failed"')) >= 2);
   t.ok(sc.proc.lines.some((l) => l.includes('dns: upstream failed')), 'logged');
+});
+
+t.test('auto: UDP reading moves to the worker under load and back when quiet, losing no query', { skip: loadLibc() ? false : 'the UDP worker needs koffi' }, async (t) => {
+  // An upstream that answers 300 ms late, so forwarded queries are in flight while reading moves.
+  const upstream = createSocket('udp4');
+  upstream.on('message', (m, r) => {
+    m[2] = m[2]! | 0x80; // QR: an empty NOERROR answer
+    setTimeout(() => upstream.send(m, r.port, r.address), 300);
+  });
+  await new Promise<void>((r) => upstream.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => upstream.close());
+  const port = await freePort();
+  const sc = await startLocalSidecar('dns-auto', { static_resources: { listeners: [dnsListener(port, upstream.address().port, [domain('local.example', '10.0.0.1')])] } }, [
+    '--dns-udp-worker', 'auto', '--dns-udp-worker-rate', '100', '--dns-udp-worker-idle', '2s',
+  ]);
+  t.teardown(() => sc.proc.kill('SIGKILL'));
+  t.notOk(sc.proc.lines.some((l) => l.includes('moved to a worker thread')), 'starts on the main thread');
+  const client = createSocket('udp4');
+  t.teardown(() => client.close());
+  const local = new Set<number>();
+  const forwarded = new Set<number>();
+  client.on('message', (m) => {
+    const id = m.readUInt16BE(0);
+    if (id < 10_000 && addresses(m)[0] === '10.0.0.1') local.add(id);
+    if (id >= 10_000 && (m.readUInt16BE(2) & 0x800f) === 0x8000) forwarded.add(id);
+  });
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+  // 400 local and 100 forwarded queries/s for 5 s: above the threshold long enough to move, and still
+  // coming (and waiting on the upstream) during the move.
+  const total = 2000;
+  for (let id = 0; id < total; id += 4) {
+    for (let k = 0; k < 4; k++) client.send(query('local.example', 'A', { id: id + k }), port, '127.0.0.1');
+    client.send(query('www.fwd.test', 'A', { id: 10_000 + id / 4 }), port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  t.ok(sc.proc.lines.some((l) => l.includes('dns: UDP queries moved to a worker thread')), 'moved to the worker while the queries came');
+  for (let i = 0; i < 50 && (local.size < total || forwarded.size < total / 4); i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(local.size, total, 'every local query answered, before, during and after the move');
+  t.equal(forwarded.size, total / 4, 'every forwarded query answered, including those in flight during the move');
+  await sc.proc.waitJson((o: { msg?: string }) => o.msg === 'dns: UDP queries back on the main thread', 15_000);
+  t.same(dig(port, 'local.example').answers, ['10.0.0.1'], 'answering on the main thread again');
+  t.equal(await sc.metric('xsidecar_dns_queries_total', 'outcome="local",type="A",transport="udp"'), total + 1, 'every answer counted once, by whichever thread gave it');
+  t.equal(await sc.metric('xsidecar_dns_request_duration_seconds_count', 'outcome="local"'), total + 1, 'and timed once');
+  const byWorker = await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="answered"');
+  t.ok(byWorker > 0 && byWorker < total, `the worker answered some (${byWorker}), the main thread the rest`);
+  t.equal(await sc.metric('xsidecar_dns_queries_total', 'outcome="forwarded",transport="udp"'), total / 4, 'every forwarded query counted once');
+  t.ok((await sc.metric('xsidecar_dns_udp_worker_queries_total', 'action="handed"')) > 0, 'the worker handed the names it does not hold to the main thread');
 });

@@ -5,11 +5,17 @@ import { spawnSync } from 'node:child_process';
 import { decodeBootstrap } from '../../src/config/bootstrap.js';
 import { decodeListener } from '../../src/config/listener.js';
 import { ConfigError, newContext } from '../../src/config/reader.js';
+import { createSocket } from 'node:dgram';
+import { dnsFlagsFrom } from '../../src/dns/flags.js';
+import { Forwarder } from '../../src/dns/forward.js';
 import { parseHostPort, parseResolvConf } from '../../src/dns/resolv.js';
+import { DnsProxy } from '../../src/dns/server.js';
+import type { Logger } from '../../src/observe/log.js';
 import { altHosts, ipToBuffer, ipToString, LocalTable } from '../../src/dns/table.js';
 import { buildUpdate, rr } from '../../src/dns/update.js';
 import { keyName, localAnswer, nameKey, parseQuery, TYPE, walkRecords } from '../../src/dns/wire.js';
 import { writeTemp } from '../helpers/netns.js';
+import { addresses } from './client.js';
 import { cliPath } from '../helpers/paths.js';
 
 const dnsListener = (typed: object, extra: object = {}) => ({
@@ -123,4 +129,46 @@ t.test('resolv.conf and host:port', async (t) => {
   t.same(parseHostPort('fd00::1', 53, 'x'), { host: 'fd00::1', port: 53 });
   t.same(parseHostPort('dns.example:54', 53, 'x'), { host: 'dns.example', port: 54 });
   t.throws(() => parseHostPort('a:0', 53, '--dns-upstream'), /--dns-upstream: expected HOST\[:PORT\], got "a:0"/);
+});
+
+t.test('--dns-udp-worker and its thresholds', async (t) => {
+  t.same(dnsFlagsFrom({}, {}).udpWorker, { mode: 'auto', upRate: 2000, idleMs: 30_000 }, 'auto by default');
+  t.same(dnsFlagsFrom({ 'dns-udp-worker': 'on', 'dns-udp-worker-rate': '500' }, { XSIDECAR_DNS_UDP_WORKER_IDLE: '1m' }).udpWorker, { mode: 'on', upRate: 500, idleMs: 60_000 });
+  t.same(dnsFlagsFrom({}, { XSIDECAR_DNS_UDP_WORKER: 'off' }).udpWorker?.mode, 'off');
+  t.throws(() => dnsFlagsFrom({ 'dns-udp-worker': 'yes' }, {}), /--dns-udp-worker \(XSIDECAR_DNS_UDP_WORKER\): expected auto, on or off, got "yes"/);
+  t.throws(() => dnsFlagsFrom({ 'dns-udp-worker-rate': '0' }, {}), /--dns-udp-worker-rate .*positive integer/);
+  t.throws(() => dnsFlagsFrom({ 'dns-udp-worker-idle': 'soon' }, {}), /--dns-udp-worker-idle .*expected a duration/);
+});
+
+t.test('the UDP worker on IPv6: answers from the table, a table change, the rest by the main thread, a clean close', async (t) => {
+  const lines: string[] = [];
+  const log = { info: (_o: object, m: string) => lines.push(m), warn: (_o: object, m: string) => lines.push(m), error: (_o: object, m: string) => lines.push(m) } as unknown as Logger;
+  const table = new LocalTable({ search: [], ttl: 30 });
+  table.setStatic([{ name: 'v6.example', addresses: ['2001:db8::1', '10.0.0.6'] }]);
+  const proxy = new DnsProxy({ address: '::1', port: 0, table, forwarder: new Forwarder({ upstreams: [], timeoutMs: 100, log }), log, udpWorker: { mode: 'on' } });
+  const bound = await proxy.start();
+  t.teardown(() => proxy.close());
+  t.equal(proxy.udpReader, 'worker', lines.join('; '));
+  const client = createSocket('udp6');
+  t.teardown(() => client.close());
+  await new Promise<void>((r) => client.bind(0, '::1', () => r()));
+  const ask = (q: Buffer) =>
+    new Promise<Buffer>((resolve) => {
+      client.once('message', resolve);
+      client.send(q, bound.port, '::1');
+    });
+  const q = (name: string, type: 'A' | 'AAAA', id: number) => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
+  t.same(addresses(await ask(q('v6.example', 'AAAA', 1))), ['2001:db8::1'], 'answered by the worker to an IPv6 sender');
+  table.setStatic([{ name: 'v6.example', addresses: ['10.0.0.7'] }, { name: 'new.example', addresses: ['10.0.0.8'] }]);
+  t.same(addresses(await ask(q('new.example', 'A', 2))), ['10.0.0.8'], 'a changed table applies to the next query');
+  t.same(addresses(await ask(q('v6.example', 'A', 3))), ['10.0.0.7']);
+  const other = await ask(q('elsewhere.example', 'A', 4));
+  t.equal(other.readUInt16BE(2) & 0xf, 2, 'a name not in the table goes to the main thread (no upstream here: SERVFAIL), answered on the same socket');
+  t.equal(other.readUInt16BE(0), 4);
+  await proxy.close();
+  t.equal(proxy.udpReader, undefined, 'closed');
+  const again = new DnsProxy({ address: '::1', port: bound.port, table, forwarder: new Forwarder({ upstreams: [], timeoutMs: 100, log }), log, udpWorker: { mode: 'on' } });
+  await again.start();
+  await again.close();
+  t.pass('the port is free again once closed (the worker gave the descriptor back)');
 });
