@@ -114,8 +114,8 @@ export const dnsMetrics = {
   /** outcome: local (answered from the table), forwarded, failed (SERVFAIL after every upstream failed), malformed, dropped, overload. */
   queries: new FastCounter('xsidecar_dns_queries_total', 'DNS queries by outcome, query type and transport', ['outcome', 'type', 'transport']),
   latency: new FastHistogram('xsidecar_dns_request_duration_seconds', 'Time from query to answer, by outcome', 'outcome', [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
-  /** What the UDP worker thread (udp-offload.ts) did with what it read: answered itself, or handed to the main thread. */
-  worker: new FastCounter('xsidecar_dns_udp_worker_queries_total', 'UDP queries read by the DNS worker thread, by what it did with them (answered, handed to the main thread, dropped)', ['action']),
+  /** What the UDP worker thread (udp-offload.ts) did with what it read: answered itself, handed to the main thread, refused (overload), dropped. */
+  worker: new FastCounter('xsidecar_dns_udp_worker_queries_total', 'UDP queries read by the DNS worker thread, by what it did with them (answered, handed to the main thread, overload: SERVFAIL with the main thread too far behind, dropped)', ['action']),
   upstreamFailures: new Counter({ name: 'xsidecar_dns_upstream_failures_total', help: 'Forwarding attempts that failed, by upstream and reason', labelNames: ['upstream', 'reason'], registers: [registry] }),
   truncated: new Counter({ name: 'xsidecar_dns_truncated_total', help: 'Forwarded UDP answers cut to the client size with TC set', labelNames: ['outcome'], registers: [registry] }),
   updates: new Counter({ name: 'xsidecar_dns_registrar_updates_total', help: 'RFC 2136 updates sent by the registrar, by operation and result (NOERROR, REFUSED, NOTAUTH, BADSIG, BADKEY, timeout, …)', labelNames: ['op', 'result'], registers: [registry] }),

@@ -42,7 +42,7 @@ export class DnsProxy {
   /** Counter cells by transport and outcome, then by query type number: no key string built per query. */
   private readonly counters = { udp: new Map<Outcome, Map<number, { n: number }>>(), tcp: new Map<Outcome, Map<number, { n: number }>>() };
   private readonly timers = new Map<Outcome, (seconds: number) => void>();
-  private readonly workerCells = { answered: dnsMetrics.worker.cell('answered'), handed: dnsMetrics.worker.cell('handed'), dropped: dnsMetrics.worker.cell('dropped') };
+  private readonly workerCells = { answered: dnsMetrics.worker.cell('answered'), handed: dnsMetrics.worker.cell('handed'), overload: dnsMetrics.worker.cell('overload'), dropped: dnsMetrics.worker.cell('dropped') };
 
   constructor(private readonly opts: DnsProxyOptions) {}
 
@@ -101,8 +101,10 @@ export class DnsProxy {
       if (n > 0) this.count('local', qtype, 'udp', n);
     });
     if (s.dropped > 0) this.count('dropped', OTHER, 'udp', s.dropped);
-    this.workerCells.answered.n += s.received - s.handed - s.dropped;
+    if (s.overload > 0) this.count('overload', OTHER, 'udp', s.overload);
+    this.workerCells.answered.n += s.received - s.handed - s.overload - s.dropped;
     this.workerCells.handed.n += s.handed;
+    this.workerCells.overload.n += s.overload;
     this.workerCells.dropped.n += s.dropped;
     dnsMetrics.latency.merge('local', s.latency, s.latencySum);
   }

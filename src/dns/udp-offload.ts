@@ -5,8 +5,8 @@
  * path, a garbage collection), and libuv reads one datagram per wake-up: at 10,000 queries/s the p99 of a
  * bare Node dgram responder on this project's CI machine is about 1 ms. A worker thread blocking in
  * recvmmsg(2) answers the same names with a p99 of a few tenths of a millisecond and less CPU per query
- * (bench/dns.ts). But a worker is a second V8 isolate, 11 MiB of RSS on Node 20 and 24 MiB on Node 24,
- * paid by every pod; most pods ask a few names a second.
+ * (bench/dns.ts). But a worker is a second V8 isolate, about 10 MiB of RSS on Node 20 and 15 MiB on
+ * Node 24 (the sidecar idle, `on` against `off`), paid by every pod; most pods ask a few names a second.
  *
  * So the socket is made here (through libc) and kept for the proxy's life, and reading it moves:
  *   - `off`: the main thread only (also when koffi is not there);
@@ -215,7 +215,7 @@ export class UdpServer {
     if (this.closed || this.worker) return;
     const libc = this.libc!;
     const { port1, port2 } = new MessageChannel();
-    const control = new SharedArrayBuffer(4);
+    const control = new SharedArrayBuffer(8);
     const init: WorkerInit = { fd: this.fd, control, port: port2, table: this.opts.table.snapshot, latencyBounds: this.opts.latencyBounds };
     // The old generation holds the table (a few MiB for thousands of names); a runaway one dies alone.
     const thread = new Worker(new URL('./udp-worker.js', import.meta.url), { workerData: init, transferList: [port2], resourceLimits: { maxOldGenerationSizeMb: 64 } });
@@ -279,6 +279,7 @@ export class UdpServer {
     } else if (m.kind === 'error') {
       this.opts.log.error({ err: m.message }, 'dns: UDP worker stopped');
     } else if (m.kind === 'query') {
+      if (this.worker) Atomics.add(this.worker.control, 1, 1);
       const r = this.opts.answer(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength));
       if (r instanceof Promise) void r.then((b) => b && this.sendTo(b, m.from));
       else if (r) this.sendTo(r, m.from);

@@ -8,11 +8,14 @@
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { errnoName, loadLibc } from '../sys/libc.js';
 import { type Entry, type TableSnapshot, tableAnswer } from './table.js';
-import { parseQuery, udpLimit } from './wire.js';
+import { emptyReply, parseQuery, RCODE, udpLimit } from './wire.js';
 
 export interface WorkerInit {
   readonly fd: number;
-  /** [0]: set to 1 by the main thread to stop; the worker sees it within the socket's receive timeout. */
+  /**
+   * Int32 [0]: set to 1 by the main thread to stop (the worker sees it within the socket's receive
+   * timeout); [1]: queries the main thread has taken from those handed to it (it adds 1 each).
+   */
   readonly control: SharedArrayBuffer;
   readonly port: MessagePort;
   readonly table: TableSnapshot;
@@ -23,7 +26,7 @@ export interface WorkerInit {
 export type WorkerMessage =
   | { readonly kind: 'query'; readonly bytes: Uint8Array; readonly from: Uint8Array }
   | { readonly kind: 'ready' }
-  | { readonly kind: 'stats'; readonly received: number; readonly handed: number; readonly local: Float64Array; readonly dropped: number; readonly latency: Float64Array; readonly latencySum: number }
+  | { readonly kind: 'stats'; readonly received: number; readonly handed: number; readonly overload: number; readonly local: Float64Array; readonly dropped: number; readonly latency: Float64Array; readonly latencySum: number }
   | { readonly kind: 'error'; readonly message: string };
 
 /** Main → worker: the table after each change. */
@@ -58,6 +61,11 @@ const SLOT_IN = 65536;
 /** Answers up to this go in the batch; a longer one (a name with hundreds of addresses) is sent alone. */
 const SLOT_OUT = 4096;
 const STATS_MS = 1000;
+/**
+ * Queries handed to the main thread and not yet taken. A flood of names we do not hold, faster than the
+ * main thread forwards, must not queue without bound: beyond this the worker answers SERVFAIL itself.
+ */
+const MAX_HANDED = 1024;
 
 /**
  * One region per direction: BATCH mmsghdrs, their iovecs, sockaddrs and data slots, wired together once.
@@ -95,15 +103,17 @@ function run(init: WorkerInit): void {
   let latencySum = 0;
   let received = 0;
   let handed = 0;
+  let handedTotal = 0;
+  let overload = 0;
   let dropped = 0;
   let lastStats = performance.now();
   const flush = () => {
     if (received === 0) return;
-    const m: WorkerMessage = { kind: 'stats', received, handed, local, dropped, latency, latencySum };
+    const m: WorkerMessage = { kind: 'stats', received, handed, overload, local, dropped, latency, latencySum };
     port.postMessage(m, [local.buffer, latency.buffer]);
     local = new Float64Array(256);
     latency = new Float64Array(bounds.length + 1);
-    latencySum = received = handed = dropped = 0;
+    latencySum = received = handed = overload = dropped = 0;
   };
   port.postMessage({ kind: 'ready' } satisfies WorkerMessage);
   try {
@@ -129,15 +139,26 @@ function run(init: WorkerInit): void {
         }
         const req = Buffer.from(rx.mem.bytes, rx.data + i * SLOT_IN, len);
         const p = parseQuery(req);
-        const answer = p.ok ? tableAnswer(table, req, p.query, udpLimit(p.query.ednsSize)) : undefined;
-        if (answer === undefined || !p.ok) {
+        let answer = p.ok ? tableAnswer(table, req, p.query, udpLimit(p.query.ednsSize)) : undefined;
+        if (answer !== undefined && p.ok) {
+          local[p.query.qtype < 256 ? p.query.qtype : 0]!++;
+          const seconds = (performance.now() - started) / 1000;
+          let b = 0;
+          while (b < bounds.length && seconds > bounds[b]!) b++;
+          latency[b]!++;
+          latencySum += seconds;
+        } else if (((handedTotal - Atomics.load(control, 1)) | 0) < MAX_HANDED) {
           // Copies: the slot is overwritten by the next batch before the main thread reads it.
           const m: WorkerMessage = { kind: 'query', bytes: Uint8Array.from(req), from: rx.u8.slice(from, from + addrLen) };
           port.postMessage(m);
           handed++;
+          handedTotal = (handedTotal + 1) | 0;
           continue;
+        } else {
+          overload++;
+          if (!p.ok) continue; // nothing we can safely answer
+          answer = emptyReply(req, p.query, RCODE.SERVFAIL);
         }
-        local[p.query.qtype < 256 ? p.query.qtype : 0]!++;
         if (answer.length > SLOT_OUT) {
           libc.sendto(fd, answer, answer.length, MSG_DONTWAIT, rx.u8.subarray(from, from + addrLen), addrLen);
         } else {
@@ -148,11 +169,6 @@ function run(init: WorkerInit): void {
           tx.u8.set(answer, tx.data + out * SLOT_OUT);
           out++;
         }
-        const seconds = (performance.now() - started) / 1000;
-        let b = 0;
-        while (b < bounds.length && seconds > bounds[b]!) b++;
-        latency[b]!++;
-        latencySum += seconds;
       }
       // A message the kernel refuses stops sendmmsg there: skip it and send the rest (UDP may drop).
       for (let sent = 0; sent < out; ) {

@@ -1,15 +1,18 @@
 /** The DNS pieces that need no daemon: the bootstrap shape, the table's names, the wire reader, resolv.conf. */
 import t from 'tap';
 import dnsPacket from 'dns-packet';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { decodeBootstrap } from '../../src/config/bootstrap.js';
 import { decodeListener } from '../../src/config/listener.js';
 import { ConfigError, newContext } from '../../src/config/reader.js';
 import { createSocket } from 'node:dgram';
+import { existsSync } from 'node:fs';
 import { dnsFlagsFrom } from '../../src/dns/flags.js';
 import { Forwarder } from '../../src/dns/forward.js';
 import { parseHostPort, parseResolvConf } from '../../src/dns/resolv.js';
+import { dnsMetrics } from '../../src/dns/metrics.js';
 import { DnsProxy } from '../../src/dns/server.js';
+import { loadLibc } from '../../src/sys/libc.js';
 import type { Logger } from '../../src/observe/log.js';
 import { altHosts, ipToBuffer, ipToString, LocalTable } from '../../src/dns/table.js';
 import { buildUpdate, rr } from '../../src/dns/update.js';
@@ -140,7 +143,7 @@ t.test('--dns-udp-worker and its thresholds', async (t) => {
   t.throws(() => dnsFlagsFrom({ 'dns-udp-worker-idle': 'soon' }, {}), /--dns-udp-worker-idle .*expected a duration/);
 });
 
-t.test('the UDP worker on IPv6: answers from the table, a table change, the rest by the main thread, a clean close', async (t) => {
+t.test('the UDP worker on IPv6: answers from the table, a table change, the rest by the main thread, a clean close', { skip: loadLibc() ? false : 'the UDP worker needs koffi' }, async (t) => {
   const lines: string[] = [];
   const log = { info: (_o: object, m: string) => lines.push(m), warn: (_o: object, m: string) => lines.push(m), error: (_o: object, m: string) => lines.push(m) } as unknown as Logger;
   const table = new LocalTable({ search: [], ttl: 30 });
@@ -172,3 +175,49 @@ t.test('the UDP worker on IPv6: answers from the table, a table change, the rest
   await again.close();
   t.pass('the port is free again once closed (the worker gave the descriptor back)');
 });
+
+t.test('the UDP worker bounds what waits for a stalled main thread: the excess gets SERVFAIL at once', { skip: loadLibc() ? false : 'the UDP worker needs koffi' }, async (t) => {
+  const log = { info: () => {}, warn: () => {}, error: () => {} } as unknown as Logger;
+  const table = new LocalTable({ search: [], ttl: 30 });
+  const proxy = new DnsProxy({ address: '127.0.0.1', port: 0, table, forwarder: new Forwarder({ upstreams: [], timeoutMs: 100, log }), log, udpWorker: { mode: 'on' } });
+  const bound = await proxy.start();
+  t.teardown(() => proxy.close());
+  const before = await workerCount('overload');
+  // A separate process floods names we do not hold while this (the main) thread is blocked, and counts
+  // the answers; it leaves a file once it has sent everything.
+  const total = 4000;
+  const sent = writeTemp('dns-flood-sent', '') + '.done';
+  const flood = `
+    const s = require('dgram').createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+    const packet = require('dns-packet');
+    let replies = 0, servfail = 0;
+    s.on('message', (m) => { replies++; if ((m.readUInt16BE(2) & 0xf) === 2) servfail++; if (replies === ${total}) done(); });
+    const done = () => { console.log(JSON.stringify({ replies, servfail })); process.exit(0); };
+    setTimeout(done, 15000);
+    // In bursts, reading the answers in between: they come back at once.
+    const burst = (from) => {
+      for (let i = from; i < Math.min(${total}, from + 50); i++) s.send(packet.encode({ type: 'query', id: i, questions: [{ type: 'A', name: 'n' + i + '.flood.example' }] }), ${bound.port}, '127.0.0.1');
+      if (from + 50 < ${total}) setImmediate(burst, from + 50);
+      else setTimeout(() => require('fs').writeFileSync(${JSON.stringify(sent)}, ''), 200);
+    };
+    s.bind(0, '127.0.0.1', () => burst(0));`;
+  const child = spawn(process.execPath, ['-e', flood], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = new Promise<string>((r) => {
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d));
+    child.on('exit', () => r(text));
+  });
+  const until = Date.now() + 20_000;
+  while (!existsSync(sent) && Date.now() < until); // blocks the main thread, as a long xDS push would
+  const { replies, servfail } = JSON.parse(await out) as { replies: number; servfail: number };
+  t.equal(replies, total, 'every query answered');
+  t.equal(servfail, total, 'all SERVFAIL (no upstream here; the excess by the worker itself)');
+  await new Promise((r) => setTimeout(r, 1500)); // the worker reports each second
+  const refused = (await workerCount('overload')) - before;
+  t.ok(refused >= total - 1024 - 64 && refused < total, `the worker refused what the main thread could not take (${refused} of ${total}; at most 1,024 wait)`);
+});
+
+async function workerCount(action: string): Promise<number> {
+  const m = await dnsMetrics.worker.get();
+  return m.values.find((v) => v.labels.action === action)?.value ?? 0;
+}
