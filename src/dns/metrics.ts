@@ -61,9 +61,7 @@ export class FastHistogram {
 
   /** The recorder for one label value: call it with a duration in seconds. */
   recorder(value: string): (seconds: number) => void {
-    let s = this.series.get(value);
-    if (!s) this.series.set(value, (s = { counts: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 }));
-    const series = s;
+    const series = this.seriesOf(value);
     const bounds = this.bounds;
     return (seconds) => {
       let i = 0;
@@ -74,14 +72,19 @@ export class FastHistogram {
     };
   }
 
+  private seriesOf(value: string): { counts: Float64Array; sum: number; count: number } {
+    let s = this.series.get(value);
+    if (!s) this.series.set(value, (s = { counts: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 }));
+    return s;
+  }
+
   get buckets(): readonly number[] {
     return this.bounds;
   }
 
   /** Adds counts observed elsewhere (the DNS UDP worker) with the same buckets. */
   merge(value: string, counts: Float64Array, sum: number): void {
-    if (!this.series.has(value)) this.recorder(value);
-    const s = this.series.get(value)!;
+    const s = this.seriesOf(value);
     for (let i = 0; i < counts.length; i++) {
       s.counts[i]! += counts[i]!;
       s.count += counts[i]!;

@@ -13,7 +13,7 @@
  *   - `on`: the worker from the start;
  *   - `auto` (the default): the main thread, moved to the worker once UDP queries stay above `upRate`
  *     per second for two seconds, and back when they stay below a tenth of that for `idleMs`.
- * The main thread reads through a dgram socket made over a dup() of the descriptor; the worker gets the
+ * The main thread reads through a dgram socket made over a copy of the descriptor; the worker gets the
  * descriptor itself. A move closes one reader before the other starts, with the socket left open, so
  * queries that arrive meanwhile wait in its receive buffer and none is lost.
  */

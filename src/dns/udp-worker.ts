@@ -118,7 +118,6 @@ function run(init: WorkerInit): void {
   port.postMessage({ kind: 'ready' } satisfies WorkerMessage);
   try {
     while (Atomics.load(control, 0) === 0) {
-      for (let i = 0; i < BATCH; i++) rx.dv.setUint32(i * MMSG + NAMELEN, ADDR, true);
       const n = libc.recvmmsg(fd, rx.mem.address, BATCH, MSG_WAITFORONE, null);
       // At once: anything below may make a libc call of its own.
       const errno = n < 0 ? libc.errno() : 0;
@@ -132,6 +131,8 @@ function run(init: WorkerInit): void {
         const h = i * MMSG;
         const len = rx.dv.getUint32(h + MSGLEN, true);
         const addrLen = rx.dv.getUint32(h + NAMELEN, true);
+        // The kernel wrote the sender's length over the slot's size: give the size back for the next call.
+        rx.dv.setUint32(h + NAMELEN, ADDR, true);
         const from = rx.addrs + i * ADDR;
         if ((rx.dv.getInt32(h + FLAGS, true) & MSG_TRUNC) !== 0) {
           dropped++;

@@ -15,7 +15,6 @@ export interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
   close(fd: number): number;
-  dup(fd: number): number;
   fcntl(fd: number, cmd: number, arg: number): number;
   getsockname(fd: number, out: Buffer, len: number[]): number;
   /** Flags such as MSG_DONTWAIT; `addr` is a struct sockaddr as the kernel wrote it for the receiver. */
@@ -64,7 +63,6 @@ export function loadLibc(): Libc | null {
       bind: lib.func('int bind(int, const uint8_t *addr, uint32_t addrlen)'),
       listen: lib.func('int listen(int, int)'),
       close: lib.func('int close(int)'),
-      dup: lib.func('int dup(int)'),
       fcntl: lib.func('int fcntl(int, int, int)'),
       getsockname: lib.func('int getsockname(int, _Out_ uint8_t *addr, _Inout_ uint32_t *len)'),
       sendto: lib.func('intptr_t sendto(int, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t addrlen)'),
