@@ -28,12 +28,24 @@ const CLUSTER_IGNORED = [
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
+/**
+ * One object per distinct match: a mesh's 10,000 endpoints carry a handful (Istio: `tlsMode: istio` or
+ * none), and each endpoint holding its own copy was as many small objects kept for the config's life.
+ */
+const socketMatches = new Map<string, Readonly<Record<string, string>>>();
+
 /** metadata.filter_metadata["envoy.transport_socket_match"] as strings (Istio sets `tlsMode: istio`). */
-function transportSocketMatchOf(md: ObjReader | undefined): Record<string, string> | undefined {
+function transportSocketMatchOf(md: ObjReader | undefined): Readonly<Record<string, string>> | undefined {
   const fm = md?.value.filter_metadata ?? md?.value.filterMetadata;
   const m = (fm as Record<string, unknown> | undefined)?.['envoy.transport_socket_match'];
   if (typeof m !== 'object' || m === null) return undefined;
-  return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+  const match = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+  const key = JSON.stringify(match);
+  const known = socketMatches.get(key);
+  if (known) return known;
+  // Bounded: a control plane inventing a new match per endpoint gets copies, not an ever-growing map.
+  if (socketMatches.size < 256) socketMatches.set(key, Object.freeze(match));
+  return match;
 }
 
 /** metadata.filter_metadata.istio, as proto3 JSON or as a YAML bootstrap spells it. */

@@ -1,12 +1,13 @@
 /**
  * Unpacks the Any-wrapped resources of a discovery response into plain proto3-JSON objects (snake_case,
- * enums and int64 as strings, nested Anys expanded when their type is loaded, kept as base64 otherwise).
+ * enums and int64 as strings, nested Anys expanded when their type is loaded, kept as base64 otherwise),
+ * read from the bytes in one pass by wire-json.ts.
  */
-import { isUtf8 } from 'node:buffer';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import protobuf from 'protobufjs';
 import { TO_OBJECT } from './proto-json.js';
 import { DUMP_PROTOS, loadXdsProtos, type XdsProtos } from './protos.js';
+import { wireToJson } from './wire-json.js';
 
 export interface AnyMessage {
   readonly type_url: string;
@@ -25,63 +26,25 @@ export class UnpackError extends Error {
 }
 
 /** A digest of a resource's bytes: an unchanged resource in a new push is recognised without decoding it. */
-export const digestOf = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('base64');
-
-/**
- * protobufjs reads a short proto3 string 8 bytes at a time (`str += …`), so each comes out as a chain of
- * V8 cons strings: 3–4 times its flat size, for as long as the config model holds it (a mesh's model holds
- * about 50 per cluster). Here each is one flat string from Node's UTF-8 decoder; proto3's check that it is
- * valid UTF-8 stays, run natively when a byte says it is not ASCII.
- */
-class FlatStringReader extends protobuf.BufferReader {
-  override stringVerify(this: FlatStringReader & { size(): number; buf: Buffer; pos: number; len: number }): string {
-    const length = this.size();
-    const start = this.pos;
-    const end = start + length;
-    if (end > this.len) throw new RangeError(`index out of range: ${start} + ${length} > ${this.len}`);
-    this.pos = end;
-    const buf = this.buf;
-    for (let i = start; i < end; i++) {
-      if (buf[i]! < 0x80) continue;
-      if (!isUtf8(buf.subarray(start, end))) throw new TypeError('a string field is not valid UTF-8');
-      break;
-    }
-    return buf.toString('utf8', start, end);
-  }
-}
-
-const readerOf = (bytes: Uint8Array) =>
-  new FlatStringReader(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-
-/** Decodes the message only (cheap), to learn its name before deciding whether to convert it. */
-export function decodeMessage(protos: XdsProtos, any: AnyMessage, expectedTypeUrl: string): protobuf.Message & Record<string, unknown> {
-  if (any.type_url !== expectedTypeUrl) throw new UnpackError(`resource of type ${any.type_url || '(none)'} in a ${expectedTypeUrl} response`);
-  const type = protos.typeOf(any.type_url);
-  if (!type) throw new UnpackError(`type ${any.type_url} is not loaded`);
-  try {
-    return type.decode(readerOf(any.value)) as protobuf.Message & Record<string, unknown>;
-  } catch (e) {
-    throw new UnpackError(`cannot decode ${any.type_url}: ${(e as Error).message}`);
-  }
-}
+export const digestOf = (bytes: Uint8Array): string => hash('sha1', bytes, 'base64');
 
 export function nameOf(message: Record<string, unknown>): string {
   const n = message.name ?? message.cluster_name;
   return typeof n === 'string' ? n : '';
 }
 
-export function toPlain(protos: XdsProtos, typeUrl: string, message: protobuf.Message): Record<string, unknown> {
-  const type = protos.typeOf(typeUrl)!;
-  try {
-    return type.toObject(message, TO_OBJECT) as Record<string, unknown>;
-  } catch (e) {
-    throw new UnpackError(`cannot convert ${typeUrl}: ${(e as Error).message}`);
-  }
-}
-
+/** Decodes an Any's body straight to proto3 JSON (wire-json.ts); an error names the type and what is wrong. */
 export function unpackAny(protos: XdsProtos, any: AnyMessage, expectedTypeUrl = any.type_url): Unpacked {
-  const message = decodeMessage(protos, any, expectedTypeUrl);
-  return { typeUrl: any.type_url, name: nameOf(message), plain: toPlain(protos, any.type_url, message) };
+  if (any.type_url !== expectedTypeUrl) throw new UnpackError(`resource of type ${any.type_url || '(none)'} in a ${expectedTypeUrl} response`);
+  const type = protos.typeOf(any.type_url);
+  if (!type) throw new UnpackError(`type ${any.type_url} is not loaded`);
+  let plain: Record<string, unknown>;
+  try {
+    plain = wireToJson(type, any.value);
+  } catch (e) {
+    throw new UnpackError(`cannot decode ${any.type_url}: ${(e as Error).message}`);
+  }
+  return { typeUrl: any.type_url, name: nameOf(plain), plain };
 }
 
 /**

@@ -30,7 +30,8 @@ const messageName = (typeUrl: string) => typeUrl.slice(typeUrl.lastIndexOf('/') 
 
 const EMPTY = new Uint8Array(0);
 
-const WRAPPER_DEFAULTS: Record<string, unknown> = {
+/** Each wrapper type's value when its message is empty. */
+export const WRAPPER_DEFAULTS: Record<string, unknown> = {
   '.google.protobuf.DoubleValue': 0,
   '.google.protobuf.FloatValue': 0,
   '.google.protobuf.Int64Value': '0',
@@ -55,7 +56,7 @@ const JSON_SCALAR_TYPES = new Set([
 
 // ---------------------------------------------------------------------------------------------- reading
 
-function durationString(seconds: unknown, nanos: unknown): string {
+export function durationString(seconds: unknown, nanos: unknown): string {
   const s = BigInt(String(seconds ?? 0));
   const n = Number(nanos ?? 0);
   const negative = s < 0n || n < 0;
@@ -67,7 +68,7 @@ function durationString(seconds: unknown, nanos: unknown): string {
   return `${negative ? '-' : ''}${abs}.${digits}s`;
 }
 
-function timestampString(seconds: unknown, nanos: unknown): string {
+export function timestampString(seconds: unknown, nanos: unknown): string {
   const ms = Number(String(seconds ?? 0)) * 1000 + Math.floor(Number(nanos ?? 0) / 1e6);
   const iso = new Date(ms).toISOString();
   return Number(nanos ?? 0) === 0 ? iso.replace('.000Z', 'Z') : iso;
@@ -76,7 +77,7 @@ function timestampString(seconds: unknown, nanos: unknown): string {
 // protobufjs defines the well-known types from its own bundled descriptors, where Value's fields are
 // camelCase (stringValue) whatever keepCase says; accept both spellings. Struct values are a large part
 // of Istio's resources (metadata), so the spellings are written out rather than converted per value.
-const VALUE_KINDS = [
+export const VALUE_KINDS = [
   ['number_value', 'numberValue'],
   ['string_value', 'stringValue'],
   ['bool_value', 'boolValue'],

@@ -9,7 +9,7 @@ import type { Cluster, Listener } from '../config/model.js';
 import { ConfigError, newContext } from '../config/reader.js';
 import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
-import { type AnyMessage, decodeMessage, digestOf, nameOf, toPlain, unpackAny, UnpackError } from './any.js';
+import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
 import type { XdsProtos } from './protos.js';
 import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
 
@@ -97,14 +97,14 @@ export function decodeResources(
         resources.push(known);
         return;
       }
-      const message = decodeMessage(protos, item.any, typeUrl);
-      const inner = nameOf(message);
+      const unpacked = unpackAny(protos, item.any, typeUrl);
+      const inner = unpacked.name;
+      raw = unpacked.plain;
       if (!inner) throw new ConfigError(kind === 'endpoint' ? 'cluster_name' : 'name', 'is required');
       if (item.name !== undefined && item.name !== inner) throw new UnpackError(`delta resource name "${item.name}" differs from the resource's own "${inner}"`);
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
-      raw = toPlain(protos, typeUrl, message);
       const ctx = newContext();
       resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config: DECODERS[kind](raw, ctx), warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
