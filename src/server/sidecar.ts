@@ -175,7 +175,7 @@ export class Sidecar implements AdminView {
     const errors = await this.applySnapshot(p.snapshot);
     for (const e of errors) log.error({ err: e.message, version: p.snapshot.version }, 'xds: listener could not bind');
     this.published = p;
-    compactAfterConfig();
+    compactAfterConfig({ first: this.current === 'PRE_INITIALIZING' });
     if (this.current === 'PRE_INITIALIZING') {
       this.current = 'LIVE';
       this.dns?.live();
