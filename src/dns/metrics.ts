@@ -1,4 +1,4 @@
-import { Counter } from 'prom-client';
+import { Counter } from '../observe/prom.js';
 import { registry } from '../observe/metrics.js';
 
 /**

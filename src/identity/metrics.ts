@@ -1,4 +1,4 @@
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge } from '../observe/prom.js';
 import { registry } from '../observe/metrics.js';
 
 /** Workload certificate metrics, on the process registry (/stats/prometheus). */

@@ -11,7 +11,7 @@
  */
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { Counter } from 'prom-client';
+import { Counter } from '../observe/prom.js';
 import { registry } from '../observe/metrics.js';
 import type { DownstreamTls } from '../config/tls-context.js';
 import { meshSecureContext } from '../upstream/mesh-secrets.js';

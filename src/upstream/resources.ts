@@ -1,5 +1,5 @@
 import type { CircuitBreakers } from '../config/model.js';
-import { Gauge } from 'prom-client';
+import { Gauge } from '../observe/prom.js';
 import { metrics, registry } from '../observe/metrics.js';
 
 /** Every cluster's live counts, read at scrape time (Envoy's upstream_cx_active, upstream_rq_active…). */

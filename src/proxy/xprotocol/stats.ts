@@ -1,4 +1,4 @@
-import { Counter } from 'prom-client';
+import { Counter } from '../../observe/prom.js';
 import type { ErrorKind } from '../../../protocols/codec.js';
 import { MethodTable } from '../../observe/istio/rpc-methods.js';
 import { registry } from '../../observe/metrics.js';
