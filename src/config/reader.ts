@@ -52,16 +52,44 @@ export class ObjReader {
   // reader was a fifth of the model's decode time. done() searches them once per field present.
   private readonly seen: string[] = [];
   private ignored: (readonly string[])[] | undefined;
+  // A nested reader's path is made only when asked for (errors, warnings): most readers never need one.
+  #path: string | undefined;
+  readonly #parent: ObjReader | undefined;
+  readonly #name: string;
+  readonly #index: number;
 
+  constructor(value: Plain, path: string, ctx: DecodeContext);
+  constructor(value: Plain, path: undefined, ctx: DecodeContext, parent: ObjReader, name: string, index: number);
   constructor(
     readonly value: Plain,
-    readonly path: string,
+    path: string | undefined,
     readonly ctx: DecodeContext,
-  ) {}
+    parent?: ObjReader,
+    name = '',
+    index = -1,
+  ) {
+    this.#path = path;
+    this.#parent = parent;
+    this.#name = name;
+    this.#index = index;
+  }
+
+  get path(): string {
+    if (this.#path === undefined) {
+      const at = this.#parent!.at(this.#name);
+      this.#path = this.#index < 0 ? at : `${at}[${this.#index}]`;
+    }
+    return this.#path;
+  }
 
   static of(value: unknown, path: string, ctx: DecodeContext): ObjReader {
     if (!isPlain(value)) throw new ConfigError(path, `expected an object, got ${describe(value)}`);
     return new ObjReader(value, path, ctx);
+  }
+
+  private child(value: unknown, name: string, index: number): ObjReader {
+    if (!isPlain(value)) throw new ConfigError(index < 0 ? this.at(name) : `${this.at(name)}[${index}]`, `expected an object, got ${describe(value)}`);
+    return new ObjReader(value, undefined, this.ctx, this, name, index);
   }
 
   at(name: string): string {
@@ -143,7 +171,7 @@ export class ObjReader {
   obj(name: string): ObjReader | undefined {
     const v = this.raw(name);
     if (v === undefined || v === null) return undefined;
-    return ObjReader.of(v, this.at(name), this.ctx);
+    return this.child(v, name, -1);
   }
 
   requiredObj(name: string): ObjReader {
@@ -154,15 +182,20 @@ export class ObjReader {
 
   /** Items of a repeated field, each with its indexed path. */
   list(name: string): { value: unknown; path: string }[] {
-    const v = this.raw(name);
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) throw new ConfigError(this.at(name), `expected a list, got ${describe(v)}`);
-    const at = this.at(name);
+    const v = this.array(name);
+    const at = v.length ? this.at(name) : '';
     return v.map((value, i) => ({ value, path: `${at}[${i}]` }));
   }
 
   objList(name: string): ObjReader[] {
-    return this.list(name).map(({ value, path }) => ObjReader.of(value, path, this.ctx));
+    return this.array(name).map((value, i) => this.child(value, name, i));
+  }
+
+  private array(name: string): readonly unknown[] {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) throw new ConfigError(this.at(name), `expected a list, got ${describe(v)}`);
+    return v;
   }
 
   private wasRead(name: string): boolean {
