@@ -52,9 +52,12 @@ interface FieldPlan {
   readonly keyKind: number;
   readonly enumNames: Readonly<Record<number, string>> | undefined;
   readonly type: protobuf.Type | undefined;
+  /** The message type's plan, looked up on first use (types refer to themselves). */
+  plan: TypePlan | undefined;
 }
 
 interface TypePlan {
+  readonly type: protobuf.Type;
   readonly fields: readonly (FieldPlan | undefined)[];
   readonly any: boolean;
   /** The proto3 JSON form of a well-known type, from its fields as read. */
@@ -100,6 +103,7 @@ function fieldPlan(f: protobuf.Field): FieldPlan {
     keyKind: map ? (SCALAR_KIND[(f as protobuf.MapField).keyType] ?? STRING) : -1,
     enumNames: resolved instanceof protobuf.Enum ? (resolved.valuesById as Record<number, string>) : undefined,
     type: resolved instanceof protobuf.Type ? resolved : undefined,
+    plan: undefined,
   };
 }
 
@@ -109,21 +113,22 @@ function planOf(type: protobuf.Type): TypePlan {
   const fields: (FieldPlan | undefined)[] = [];
   for (const f of type.fieldsArray) fields[f.id] = fieldPlan(f);
   const name = type.fullName;
-  plan = { fields, any: name === '.google.protobuf.Any', finish: FINISH[name], scalarJson: FINISH[name] !== undefined };
+  plan = { type, fields, any: name === '.google.protobuf.Any', finish: FINISH[name], scalarJson: FINISH[name] !== undefined };
   plans.set(type, plan);
   return plan;
 }
 
-const anyTypes = new WeakMap<protobuf.Root, Map<string, protobuf.Type | undefined>>();
+const anyPlans = new WeakMap<protobuf.Root, Map<string, TypePlan | undefined>>();
 
-function anyType(root: protobuf.Root, url: string): protobuf.Type | undefined {
-  let cache = anyTypes.get(root);
-  if (!cache) anyTypes.set(root, (cache = new Map()));
+/** The plan of an Any's type URL in `root`; undefined when the type is not loaded. */
+function anyPlan(root: protobuf.Root, url: string): TypePlan | undefined {
+  let cache = anyPlans.get(root);
+  if (!cache) anyPlans.set(root, (cache = new Map()));
   if (cache.has(url)) return cache.get(url);
   const found = root.lookup(url.slice(url.lastIndexOf('/') + 1));
-  const type = found instanceof protobuf.Type ? found : undefined;
-  cache.set(url, type);
-  return type;
+  const plan = found instanceof protobuf.Type ? planOf(found) : undefined;
+  cache.set(url, plan);
+  return plan;
 }
 
 // ------------------------------------------------------------------------------------------- reading
@@ -319,15 +324,14 @@ class Reader {
       }
       default: {
         const e = this.delimited(end);
-        return this.message(f.type!, e, depth + 1, undefined);
+        return this.message((f.plan ??= planOf(f.type!)), e, depth + 1, undefined);
       }
     }
   }
 
   /** Reads a message that ends at `end` into `into` (a new object when undefined). */
-  message(type: protobuf.Type, end: number, depth: number, into: Plain | undefined): unknown {
+  message(plan: TypePlan, end: number, depth: number, into: Plain | undefined): unknown {
     if (depth > MAX_DEPTH) throw new WireError(`nested more than ${MAX_DEPTH} deep`);
-    const plan = planOf(type);
     if (plan.any) return this.any(end, depth, into);
     const out: Plain = into ?? {};
     const fields = plan.fields;
@@ -342,7 +346,7 @@ class Reader {
         continue;
       }
       if (f.keyKind >= 0) {
-        if (wireType !== 2) throw this.wrongWireType(type, f, wireType);
+        if (wireType !== 2) throw this.wrongWireType(plan.type, f, wireType);
         this.mapEntry(f, out, this.delimited(end), depth);
       } else if (f.repeated) {
         let list = out[f.name] as unknown[] | undefined;
@@ -350,11 +354,11 @@ class Reader {
           const e = this.delimited(end);
           while (this.pos < e) (list ??= out[f.name] = []).push(this.value(f, f.kind, e, depth));
         } else {
-          if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(type, f, wireType);
+          if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(plan.type, f, wireType);
           (list ??= out[f.name] = []).push(this.value(f, f.kind, end, depth));
         }
       } else {
-        if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(type, f, wireType);
+        if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(plan.type, f, wireType);
         out[f.name] = this.value(f, f.kind, end, depth);
       }
     }
@@ -384,7 +388,7 @@ class Reader {
   private defaultOf(f: FieldPlan, depth: number): unknown {
     switch (f.kind) {
       case MESSAGE:
-        return this.message(f.type!, this.pos, depth + 1, undefined);
+        return this.message((f.plan ??= planOf(f.type!)), this.pos, depth + 1, undefined);
       case ENUM:
         return f.enumNames![0] ?? 0;
       case STRING:
@@ -417,15 +421,14 @@ class Reader {
     const out: Plain = into ?? {};
     if (!url) return out;
     out['@type'] = url;
-    const inner = anyType(this.root, url);
+    const inner = anyPlan(this.root, url);
     if (!inner) {
       if (stop > start) out.value = this.buf.toString('base64', start, stop);
       return out;
     }
     const after = this.pos;
     this.pos = start < 0 ? end : start;
-    const body = planOf(inner).scalarJson ? this.message(inner, start < 0 ? end : stop, depth + 1, undefined) : undefined;
-    if (body !== undefined) out.value = body;
+    if (inner.scalarJson) out.value = this.message(inner, start < 0 ? end : stop, depth + 1, undefined);
     else this.message(inner, start < 0 ? end : stop, depth + 1, out);
     this.pos = after;
     return out;
@@ -440,5 +443,5 @@ class Reader {
 export function wireToJson(type: protobuf.Type, bytes: Uint8Array): Plain {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new Reader(buf, type.root as protobuf.Root);
-  return r.message(type, buf.length, 0, undefined) as Plain;
+  return r.message(planOf(type), buf.length, 0, undefined) as Plain;
 }
