@@ -6,20 +6,22 @@
  * 1,000-service mesh's first push that was two thirds of the time to ready. This reader is one loop over a
  * per-type table of fields, which warms once for all types and allocates only the JSON.
  *
- * What comes out is exactly what `type.toObject(type.decode(bytes), TO_OBJECT)` gives on a root patched by
- * `installProto3JsonReaders` (the tests compare the two on every fixture): snake_case field names, enums by
- * name (an unknown number stays a number), 64-bit integers as decimal strings, bytes as base64, non-finite
- * doubles as strings, wrappers as bare values, Duration/Timestamp/FieldMask as strings, Struct/Value/
- * ListValue as plain JSON, an Any expanded when its type is loaded and kept as `{"@type", value: base64}`
- * otherwise; fields at their default value are left out unless the bytes carry them.
+ * What comes out is exactly what `type.toObject(type.decode(bytes), TO_OBJECT)` gives with protobufjs 8 on
+ * a root patched by `installProto3JsonReaders` (the tests compare the two): snake_case field names, enums
+ * by name (an unknown number stays a number), 64-bit integers as decimal strings, bytes as base64,
+ * non-finite doubles as strings, wrappers as bare values, Duration/Timestamp/FieldMask as strings,
+ * Struct/Value/ListValue as plain JSON, an Any expanded when its type is loaded and kept as
+ * `{"@type", value: base64}` otherwise. Plain proto3 scalars at their default are left out, the last
+ * member of a oneof wins, and a known field with an unexpected wire type is skipped as unknown (as
+ * protobufjs and Envoy do). A singular message sent twice must be merged: those rare bytes are handed to
+ * protobufjs itself.
  *
- * Stricter than protobufjs where the bytes are wrong: a known field with the wrong wire type, a field
- * number 0, a varint over 10 bytes, a length past its message's end or nesting over 100 deep is an error
- * instead of whatever protobufjs happens to read (or a stack overflow).
+ * Stricter than protobufjs where the bytes are wrong: field number 0, a varint over 10 bytes, a length
+ * past its message's end or nesting over 100 deep is an error.
  */
 import { isUtf8 } from 'node:buffer';
 import protobuf from 'protobufjs';
-import { durationString, timestampString, VALUE_KINDS, WRAPPER_DEFAULTS } from './proto-json.js';
+import { durationString, timestampString, TO_OBJECT, VALUE_KINDS, WRAPPER_DEFAULTS } from './proto-json.js';
 
 type Plain = Record<string, unknown>;
 
@@ -52,6 +54,13 @@ interface FieldPlan {
   readonly keyKind: number;
   readonly enumNames: Readonly<Record<number, string>> | undefined;
   readonly type: protobuf.Type | undefined;
+  /**
+   * A singular scalar without presence (proto3's plain fields): protobufjs leaves it out at its default
+   * value, and a later default clears an earlier value. Its default's JSON form; undefined otherwise.
+   */
+  readonly implicitDefault: unknown;
+  /** The other members of the field's oneof: setting one clears them, as protobufjs's oneof setter does. */
+  readonly oneofSiblings: readonly string[] | undefined;
   /** The message type's plan, looked up on first use (types refer to themselves). */
   plan: TypePlan | undefined;
 }
@@ -103,8 +112,18 @@ function fieldPlan(f: protobuf.Field): FieldPlan {
     keyKind: map ? (SCALAR_KIND[(f as protobuf.MapField).keyType] ?? STRING) : -1,
     enumNames: resolved instanceof protobuf.Enum ? (resolved.valuesById as Record<number, string>) : undefined,
     type: resolved instanceof protobuf.Type ? resolved : undefined,
+    implicitDefault: implicitDefaultOf(f, kind, map),
+    oneofSiblings: f.partOf && f.partOf.oneof.length > 1 ? f.partOf.oneof.filter((n) => n !== f.name) : undefined,
     plan: undefined,
   };
+}
+
+function implicitDefaultOf(f: protobuf.Field, kind: number, map: boolean): unknown {
+  if (f.repeated || map || f.hasPresence || kind === MESSAGE) return undefined;
+  if (kind === ENUM) return (f.resolvedType as protobuf.Enum).valuesById[f.typeDefault as number] ?? f.typeDefault;
+  if (kind === STRING || kind === BYTES) return '';
+  if (kind === BOOL) return false;
+  return kind >= INT64 && kind <= SFIXED64 ? '0' : 0;
 }
 
 function planOf(type: protobuf.Type): TypePlan {
@@ -118,6 +137,7 @@ function planOf(type: protobuf.Type): TypePlan {
   return plan;
 }
 
+const ANY_CACHE_LIMIT = 4096;
 const anyPlans = new WeakMap<protobuf.Root, Map<string, TypePlan | undefined>>();
 
 /** The plan of an Any's type URL in `root`; undefined when the type is not loaded. */
@@ -127,7 +147,8 @@ function anyPlan(root: protobuf.Root, url: string): TypePlan | undefined {
   if (cache.has(url)) return cache.get(url);
   const found = root.lookup(url.slice(url.lastIndexOf('/') + 1));
   const plan = found instanceof protobuf.Type ? planOf(found) : undefined;
-  cache.set(url, plan);
+  // Type URLs come from the control plane: past a bound, new ones are looked up each time, not kept.
+  if (cache.size < ANY_CACHE_LIMIT) cache.set(url, plan);
   return plan;
 }
 
@@ -141,6 +162,9 @@ const latin1: (buf: Buffer, start: number, end: number) => string =
   typeof (Buffer.prototype as { latin1Slice?: unknown }).latin1Slice === 'function'
     ? (buf, start, end) => (buf as unknown as { latin1Slice(s: number, e: number): string }).latin1Slice(start, end)
     : (buf, start, end) => buf.toString('latin1', start, end);
+
+/** Thrown inside the reader when the bytes need a message merged; wireToJson hands them to protobufjs. */
+const MERGE = Symbol('merge');
 
 const outOfRange = () => new WireError('a length or value runs past the end of its message');
 
@@ -346,20 +370,25 @@ class Reader {
         continue;
       }
       if (f.keyKind >= 0) {
-        if (wireType !== 2) throw this.wrongWireType(plan.type, f, wireType);
-        this.mapEntry(f, out, this.delimited(end), depth);
+        if (wireType !== 2) this.skip(wireType, end, depth);
+        else this.mapEntry(f, out, this.delimited(end), depth);
       } else if (f.repeated) {
         let list = out[f.name] as unknown[] | undefined;
         if (wireType === 2 && f.packable) {
           const e = this.delimited(end);
           while (this.pos < e) (list ??= out[f.name] = []).push(this.value(f, f.kind, e, depth));
-        } else {
-          if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(plan.type, f, wireType);
-          (list ??= out[f.name] = []).push(this.value(f, f.kind, end, depth));
-        }
+        } else if (wireType !== WIRE_TYPE[f.kind]) this.skip(wireType, end, depth);
+        else (list ??= out[f.name] = []).push(this.value(f, f.kind, end, depth));
+      } else if (wireType !== WIRE_TYPE[f.kind]) {
+        this.skip(wireType, end, depth);
       } else {
-        if (wireType !== WIRE_TYPE[f.kind]) throw this.wrongWireType(plan.type, f, wireType);
-        out[f.name] = this.value(f, f.kind, end, depth);
+        // A message sent twice is merged into the first (protobufjs and the spec): rare enough to leave
+        // to protobufjs, whose result this reader must equal.
+        if (f.kind === MESSAGE && out[f.name] !== undefined) throw MERGE;
+        const v = this.value(f, f.kind, end, depth);
+        if (f.oneofSiblings) for (const n of f.oneofSiblings) delete out[n];
+        if (f.implicitDefault !== undefined && Object.is(v, f.implicitDefault)) delete out[f.name];
+        else out[f.name] = v;
       }
     }
     return plan.finish ? plan.finish(out) : out;
@@ -373,7 +402,10 @@ class Reader {
       const id = tag >>> 3;
       const wireType = tag & 7;
       if (id === 1 && wireType === WIRE_TYPE[f.keyKind]) key = this.value(f, f.keyKind, end, depth);
-      else if (id === 2 && wireType === WIRE_TYPE[f.kind]) value = this.value(f, f.kind, end, depth);
+      else if (id === 2 && wireType === WIRE_TYPE[f.kind]) {
+        if (f.kind === MESSAGE && value !== undefined) throw MERGE;
+        value = this.value(f, f.kind, end, depth);
+      }
       else this.skip(wireType, end, depth);
     }
     if (key === undefined) key = f.keyKind === STRING ? '' : f.keyKind === BOOL ? false : f.keyKind >= INT64 && f.keyKind <= SFIXED64 ? '0' : 0;
@@ -410,9 +442,8 @@ class Reader {
       const tag = this.uint32(end);
       const id = tag >>> 3;
       const wireType = tag & 7;
-      if ((id === 1 || id === 2) && wireType !== 2) throw new WireError(`field ${id} of google.protobuf.Any has wire type ${wireType}, expected 2`);
-      if (id === 1) url = this.string(end);
-      else if (id === 2) {
+      if (id === 1 && wireType === 2) url = this.string(end);
+      else if (id === 2 && wireType === 2) {
         stop = this.delimited(end);
         start = this.pos;
         this.pos = stop;
@@ -434,14 +465,22 @@ class Reader {
     return out;
   }
 
-  private wrongWireType(type: protobuf.Type, f: FieldPlan, wireType: number): WireError {
-    return new WireError(`field ${f.name} of ${type.fullName.slice(1)} has wire type ${wireType}, expected ${WIRE_TYPE[f.kind]}`);
-  }
 }
 
 /** The message of `type` in `bytes` as proto3 JSON; a WireError says what is wrong with the bytes. */
 export function wireToJson(type: protobuf.Type, bytes: Uint8Array): Plain {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new Reader(buf, type.root as protobuf.Root);
-  return r.message(planOf(type), buf.length, 0, undefined) as Plain;
+  try {
+    return r.message(planOf(type), buf.length, 0, undefined) as Plain;
+  } catch (e) {
+    if (e instanceof WireError) throw e;
+    try {
+      if (e === MERGE) return type.toObject(type.decode(buf), TO_OBJECT) as Plain;
+    } catch (inner) {
+      throw new WireError((inner as Error).message);
+    }
+    // A well-known type's value out of its range (a Timestamp past year 275760): still the bytes' fault.
+    throw new WireError((e as Error).message);
+  }
 }

@@ -135,12 +135,43 @@ t.test('what protobufjs reads leniently or not at all', async (t) => {
   t.same(wireToJson(All, unknown), { s: 'A' });
 });
 
+/** A length-delimited field: tag, length, bytes. */
+const ld = (id: number, bytes: number[]) => [...tag(id, 2), ...encodeLength(bytes.length), ...bytes];
+
+t.test('bytes no encoder of ours writes, read as protobufjs 8 reads them', async (t) => {
+  const S = (id: number, text: string) => ld(id, [...Buffer.from(text)]);
+  const cases: Record<string, number[]> = {
+    'plain scalars at their default are left out': [...tag(3, 0), 0, ...S(14, ''), ...tag(16, 0), 0, ...tag(13, 0), 0, ...tag(8, 0), 0, ...tag(1, 1), 0, 0, 0, 0, 0, 0, 0, 0],
+    'a later default clears an earlier value': [...tag(3, 0), 5, ...tag(3, 0), 0, ...S(14, 'x'), ...S(14, '')],
+    'a negative zero double is kept': [...tag(1, 1), 0, 0, 0, 0, 0, 0, 0, 0x80],
+    'a wrapper at its default is present': ld(40, [...tag(1, 0), 0]),
+    'the last member of a oneof wins': [...S(50, 'a'), ...ld(51, [])],
+    'the last member of a oneof wins, the other way': [...ld(51, [...tag(3, 0), 1]), ...S(50, 'b')],
+    'a message sent twice is merged': [...ld(17, [...tag(3, 0), 5]), ...ld(17, [...tag(4, 0), 7])],
+    'a Duration sent twice is merged': [...ld(30, [...tag(1, 0), 5]), ...ld(30, [...tag(2, 0), 1])],
+    'an Any sent twice is merged': [...ld(36, S(1, 'type.googleapis.com/google.protobuf.Duration').concat(ld(2, [...tag(1, 0), 3]))), ...ld(36, S(1, 'type.googleapis.com/google.protobuf.UInt32Value'))],
+    'a map value sent twice in one entry is merged': ld(24, [...tag(1, 0), 1, ...ld(2, [...tag(3, 0), 1]), ...ld(2, [...tag(4, 0), 2])]),
+    'a known field with another wire type is skipped': [...tag(14, 0), 1, ...tag(3, 2), 1, 0, ...ld(23, [...tag(1, 0), 1]), ...S(14, 'kept')],
+    'a Value with two kinds keeps the last': ld(33, [...S(3, 'text'), ...tag(2, 1), 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]),
+  };
+  for (const [name, bytes] of Object.entries(cases)) {
+    const buf = Buffer.from(bytes);
+    t.strictSame(wireToJson(All, buf), viaProtobufjs(All, buf), name);
+  }
+  t.same(wireToJson(All, Buffer.from(cases['a message sent twice is merged']!)), { child: { i32: 5, u32: 7 } });
+  t.same(wireToJson(All, Buffer.from(cases['the last member of a oneof wins']!)), { other: {} });
+  t.same(wireToJson(All, Buffer.from(cases['a later default clears an earlier value']!)), {});
+  // A Timestamp past what a Date can hold is the bytes' fault too.
+  const seconds: number[] = [];
+  for (let n = 2n ** 45n; n > 0n; n >>= 7n) seconds.push(Number(n & 127n) | (n >= 128n ? 128 : 0));
+  t.throws(() => wireToJson(All, Buffer.from(ld(31, [...tag(1, 0), ...seconds]))), { name: 'WireError', message: /Invalid time value/ });
+});
+
 t.test('bad bytes are a WireError that says what is wrong, never another error or a crash', async (t) => {
   const bad: [string, number[], RegExp][] = [
     ['a length past the end', [...tag(14, 2), 5, 0x41], /runs past the end/],
     ['a truncated varint', [...tag(3, 0), 0x80], /runs past the end/],
     ['a varint over 10 bytes', [...tag(3, 0), ...Array(10).fill(0x80), 1], /longer than 10 bytes/],
-    ['a known field with the wrong wire type', [...tag(14, 0), 1], /field s of xtest.All has wire type 0, expected 2/],
     ['field number 0', [0, 1], /field number 0/],
     ['wire type 7', [...tag(99, 7)], /invalid wire type 7/],
     ['invalid UTF-8', [...tag(14, 2), 2, 0xc3, 0x28], /not valid UTF-8/],
