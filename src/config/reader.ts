@@ -88,8 +88,9 @@ export class ObjReader {
   }
 
   private child(value: unknown, name: string, index: number): ObjReader {
-    if (!isPlain(value)) throw new ConfigError(index < 0 ? this.at(name) : `${this.at(name)}[${index}]`, `expected an object, got ${describe(value)}`);
-    return new ObjReader(value, undefined, this.ctx, this, name, index);
+    const r = new ObjReader(value as Plain, undefined, this.ctx, this, name, index);
+    if (!isPlain(value)) throw new ConfigError(r.path, `expected an object, got ${describe(value)}`);
+    return r;
   }
 
   at(name: string): string {

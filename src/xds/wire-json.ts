@@ -69,10 +69,11 @@ interface TypePlan {
   readonly type: protobuf.Type;
   readonly fields: readonly (FieldPlan | undefined)[];
   readonly any: boolean;
-  /** The proto3 JSON form of a well-known type, from its fields as read. */
+  /**
+   * The proto3 JSON form of a well-known type, from its fields as read. Those types are not JSON objects,
+   * so inside an Any they sit under "value".
+   */
   readonly finish: ((fields: Plain) => unknown) | undefined;
-  /** The form inside an Any: `{"@type", value}` for the well-known types that are not JSON objects. */
-  readonly scalarJson: boolean;
 }
 
 // ------------------------------------------------------------------------------------ well-known types
@@ -132,7 +133,7 @@ function planOf(type: protobuf.Type): TypePlan {
   const fields: (FieldPlan | undefined)[] = [];
   for (const f of type.fieldsArray) fields[f.id] = fieldPlan(f);
   const name = type.fullName;
-  plan = { type, fields, any: name === '.google.protobuf.Any', finish: FINISH[name], scalarJson: FINISH[name] !== undefined };
+  plan = { type, fields, any: name === '.google.protobuf.Any', finish: FINISH[name] };
   plans.set(type, plan);
   return plan;
 }
@@ -459,7 +460,7 @@ class Reader {
     }
     const after = this.pos;
     this.pos = start < 0 ? end : start;
-    if (inner.scalarJson) out.value = this.message(inner, start < 0 ? end : stop, depth + 1, undefined);
+    if (inner.finish) out.value = this.message(inner, start < 0 ? end : stop, depth + 1, undefined);
     else this.message(inner, start < 0 ? end : stop, depth + 1, out);
     this.pos = after;
     return out;
