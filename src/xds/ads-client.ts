@@ -1,13 +1,15 @@
 /**
  * State-of-the-world ADS (StreamAggregatedResources), in Envoy's order: CDS (wildcard), EDS for the EDS
  * clusters, LDS (wildcard), RDS for the listeners' routes, then Istio's NameTable. Every response is
- * ACKed or NACKed before any follow-up request, and EDS/RDS names follow the accepted config.
+ * ACKed or NACKed before any follow-up request, and EDS/RDS names follow the accepted config; the one
+ * exception is asking for a CDS response's endpoints before decoding it (eds-ahead.ts).
  */
 import type { AnyMessage } from './any.js';
 import { AdsStream } from './ads-stream.js';
 import { SOTW_METHOD } from './protos.js';
 import { SotwSubscriptions } from './subscriptions.js';
-import { KIND_API, kindOfTypeUrl, WILDCARD } from './type-urls.js';
+import type { IncomingResource } from './resources.js';
+import { KIND_API, kindOfTypeUrl, type ResourceKind, WILDCARD } from './type-urls.js';
 
 interface DiscoveryResponse extends Record<string, unknown> {
   readonly version_info: string;
@@ -33,15 +35,29 @@ export class AdsClient extends AdsStream<DiscoveryResponse> {
     for (const r of requests) this.send({ ...r });
   }
 
-  protected onResponse(res: DiscoveryResponse): void {
+  protected onResponse(res: DiscoveryResponse): (() => void) | undefined {
     const kind = kindOfTypeUrl(res.type_url);
     if (!kind) {
       this.log.warn({ type: res.type_url }, 'xds: response for a type we did not ask for, ignored');
-      return;
+      return undefined;
     }
     this.subs.received(kind, res.nonce);
+    const items = (res.resources ?? []).map((any) => ({ any }));
+    const handle = () => this.handle(kind, res, items);
+    if (kind === 'cluster') {
+      const ahead = this.subs.setNames('endpoint', this.engine.endpointNamesAhead(items));
+      if (ahead) {
+        this.send({ ...ahead });
+        return handle;
+      }
+    }
+    handle();
+    return undefined;
+  }
+
+  private handle(kind: ResourceKind, res: DiscoveryResponse, items: IncomingResource[]): void {
     const nack = this.engine.handle(kind, {
-      items: (res.resources ?? []).map((any) => ({ any })),
+      items,
       version: res.version_info ?? '',
       replaceAll: WILDCARD.has(kind),
     });

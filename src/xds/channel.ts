@@ -16,11 +16,18 @@ const read = (file: string | undefined) => {
   }
 };
 
+/** Bytes istiod may send ahead of what we have read: more than a full push of a large mesh. */
+export const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
+
 export function openChannel(target: XdsTarget): grpc.Client {
   const options: grpc.ChannelOptions = {
     // A full push for a big mesh is many megabytes; grpc-js's 4 MiB default would fail the stream.
     'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': -1,
+    // HTTP/2 flow control: with the default 64 KiB window, istiod can send no further than that while we
+    // decode a response, so the next one (the EDS asked for ahead of the clusters, the rest of a push)
+    // crosses only once we are done. Envoy's default window is 256 MiB; a push is held whole anyway.
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
     // Notice a vanished istiod (no RST, e.g. its node died) within ~40 s; istiod permits pings every 15 s.
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,

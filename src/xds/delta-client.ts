@@ -7,6 +7,7 @@
 import type { AnyMessage } from './any.js';
 import { AdsStream } from './ads-stream.js';
 import { DELTA_METHOD } from './protos.js';
+import type { IncomingResource } from './resources.js';
 import { NACK_CODE } from './subscriptions.js';
 import { KIND_ORDER, kindOfTypeUrl, type ResourceKind, TYPE_URL, WILDCARD } from './type-urls.js';
 
@@ -67,17 +68,20 @@ export class DeltaAdsClient extends AdsStream<DeltaDiscoveryResponse> {
     if (!this.t('cluster').wanted) this.subscribe('cluster');
   }
 
-  private setNames(kind: 'endpoint' | 'route', wanted: Set<string>): void {
+  /** Returns whether a request was sent. */
+  private setNames(kind: 'endpoint' | 'route', wanted: Set<string>): boolean {
     const t = this.t(kind);
     const add = [...wanted].filter((n) => !t.names.has(n)).sort();
     const remove = [...t.names].filter((n) => !wanted.has(n)).sort();
-    if (add.length === 0 && remove.length === 0) return;
+    if (add.length === 0 && remove.length === 0) return false;
     t.names = wanted;
     if (!t.wanted) {
-      if (wanted.size > 0) this.subscribe(kind);
-      return;
+      if (wanted.size === 0) return false;
+      this.subscribe(kind);
+      return true;
     }
     this.send({ type_url: TYPE_URL[kind], resource_names_subscribe: add, resource_names_unsubscribe: remove });
+    return true;
   }
 
   protected syncNames(): void {
@@ -85,13 +89,20 @@ export class DeltaAdsClient extends AdsStream<DeltaDiscoveryResponse> {
     if (this.t('listener').wanted) this.setNames('route', this.engine.wantedNames('route'));
   }
 
-  protected onResponse(res: DeltaDiscoveryResponse): void {
+  protected onResponse(res: DeltaDiscoveryResponse): (() => void) | undefined {
     const kind = kindOfTypeUrl(res.type_url);
     if (!kind) {
       this.log.warn({ type: res.type_url }, 'xds: delta response for a type we did not ask for, ignored');
-      return;
+      return undefined;
     }
     const items = (res.resources ?? []).filter((r) => r.resource).map((r) => ({ any: r.resource!, name: r.name, version: r.version }));
+    const handle = () => this.handle(kind, res, items);
+    if (kind === 'cluster' && this.setNames('endpoint', this.engine.endpointNamesAhead(items))) return handle;
+    handle();
+    return undefined;
+  }
+
+  private handle(kind: ResourceKind, res: DeltaDiscoveryResponse, items: IncomingResource[]): void {
     const nack = this.engine.handle(kind, { items, version: res.system_version_info ?? '', replaceAll: false, removed: res.removed_resources ?? [] });
     this.send(nack ? { type_url: res.type_url, response_nonce: res.nonce, error_detail: { code: NACK_CODE, message: nack } } : { type_url: res.type_url, response_nonce: res.nonce });
     if (kind === 'cluster') {

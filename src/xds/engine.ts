@@ -10,6 +10,7 @@ import { unpackAny } from './any.js';
 import type { Cluster, Listener } from '../config/model.js';
 import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
 import type { XdsProtos } from './protos.js';
+import { edsNamesAhead } from './eds-ahead.js';
 import { decodeResources, type IncomingResource, type Resource, type Statics } from './resources.js';
 import { type BuildResult, type Published, SnapshotBuilder, type WarmingPolicy } from './snapshot-builder.js';
 import { type ConfigKind, KIND_API, type ResourceKind, TYPE_URL } from './type-urls.js';
@@ -159,6 +160,17 @@ export class XdsEngine {
     } else {
       for (const r of live?.listener.values() ?? []) for (const n of routeNamesOf(r.config as Listener)) names.add(n);
     }
+    return names;
+  }
+
+  /**
+   * What to ask EDS for before a CDS response is decoded: the names wanted now plus those its clusters
+   * appear to use, so istiod prepares them while we decode (eds-ahead.ts). What is wanted after the
+   * response is handled corrects it.
+   */
+  endpointNamesAhead(clusters: readonly IncomingResource[]): Set<string> {
+    const names = this.wantedNames('endpoint');
+    for (const n of edsNamesAhead(clusters.filter((c) => c.any.type_url === TYPE_URL.cluster).map((c) => c.any))) names.add(n);
     return names;
   }
 

@@ -65,6 +65,9 @@ t.test('ADS state of the world: a sidecar configured by a test istiod', async (t
     const initial = reqs.filter((r) => r.kind === 'initial').map((r) => `${r.type}:${(r.names ?? []).join(',')}`);
     t.same(initial, ['cluster:', `endpoint:${ECHO},${REVIEWS}`, 'listener:', `route:9080,${GEO}`, 'nametable:'], 'CDS, EDS for the EDS clusters, LDS, RDS for the listeners\' routes, NDS');
     t.notOk(reqs.some((r) => (r.type === 'endpoint' || r.type === 'route') && (r.names ?? []).length === 0), 'never an EDS/RDS request with no names');
+    const at = (type: string, kind: string) => reqs.findIndex((r) => r.type === type && r.kind === kind);
+    t.ok(at('endpoint', 'initial') < at('cluster', 'ack'), 'EDS is asked for before the clusters are decoded and ACKed (istiod prepares it meanwhile)');
+    t.ok(at('cluster', 'ack') < at('listener', 'initial'), 'LDS after the CDS ACK');
     const answered = await server.answered();
     t.ok(answered.length >= 5, `${answered.length} responses`);
     for (const { response, answer } of answered) {

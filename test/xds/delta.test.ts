@@ -34,6 +34,8 @@ t.test('ADS delta: the sidecar on DeltaAggregatedResources', async (t) => {
     t.match(reqs[0], { type: 'cluster', kind: 'initial', subscribe: [], node: { id: 'sidecar~10.1.2.3~geo-5c54dcd5bd-z5ghf.hr2~hr2.svc.cluster.local' } });
     const initial = reqs.filter((r) => r.kind === 'initial').map((r) => `${r.type}:${(r.subscribe ?? []).join(',')}`);
     t.same(initial, ['cluster:', `endpoint:${ECHO},${REVIEWS}`, 'listener:', `route:9080,${GEO}`, 'nametable:']);
+    const at = (type: string, kind: string) => reqs.findIndex((r) => r.type === type && r.kind === kind);
+    t.ok(at('endpoint', 'initial') < at('cluster', 'ack'), 'EDS is asked for before the clusters are decoded and ACKed');
     for (const { response, answer } of await server.answered()) t.match(answer, { kind: 'ack', type: response.type }, `${response.type} ${response.nonce} ACKed`);
     t.match(await tcpRoundTrip('127.0.0.1', ports.echo, 'hi'), { ok: true, received: /^hi\necho-a\|/ });
   });
