@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { containerLimit, heapFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { containerLimit, heapFlags, holdYoungGeneration, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
 import { cliPath } from '../helpers/paths.js';
 
 const MIB = 1024 * 1024;
@@ -45,4 +45,26 @@ t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
   t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), ['--max-semi-space-size=4'], 'a flag given wins, nothing added');
   if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--stack-size=900'], 'other flags are kept');
+});
+
+t.test('without execve: the young generation held where it starts, by its growth factor', async (t) => {
+  t.equal(holdYoungGeneration(['--max-semi-space-size=8']), false, 'a size given wins');
+  t.equal(holdYoungGeneration(['--semi_space_growth_factor=2']), false, 'and so does a factor given');
+  // In a fresh process: allocate with survivors, as a config push does, and see what V8 made of new space.
+  const heap = new URL('../../src/cli/heap.js', import.meta.url).href;
+  const newSpace = (hold: boolean) => {
+    const script = `import v8 from 'node:v8';
+      import { holdYoungGeneration } from ${JSON.stringify(heap)};
+      ${hold ? 'holdYoungGeneration([]);' : ''}
+      const keep = [];
+      for (let r = 0; r < 30; r++) { const a = []; for (let i = 0; i < 100000; i++) a.push({ i, s: 'x' + i }); keep.push(a.slice(0, 20000)); }
+      process.stdout.write(String(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    return Number(r.stdout);
+  };
+  const held = newSpace(true);
+  const grown = newSpace(false);
+  t.ok(held > 0 && held <= 4 * MIB, `held: ${(held / MIB).toFixed(1)} MiB of new space`);
+  t.ok(grown >= 2 * held, `V8 alone grew it to ${(grown / MIB).toFixed(1)} MiB`);
 });
