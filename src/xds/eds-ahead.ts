@@ -16,40 +16,44 @@ const SERVICE_NAME = 2;
 /** Cluster.DiscoveryType.EDS. */
 const EDS = 3;
 
+/** Reads as the decoder (wire-json.ts) reads: tags, lengths and enums are a varint's low 32 bits. */
 class Scan {
   pos: number;
   constructor(readonly buf: Uint8Array, start: number, readonly end: number) {
     this.pos = start;
   }
 
-  /** A varint as a number (exact below 2^53, which is all a tag, a length or an enum needs). */
-  varint(): number {
-    let value = 0, scale = 1;
+  /** A varint's low 32 bits, unsigned. */
+  uint32(): number {
+    let value = 0;
     for (let i = 0; i < 10; i++) {
       if (this.pos >= this.end) throw new RangeError('truncated');
       const b = this.buf[this.pos++]!;
-      value += (b & 0x7f) * scale;
-      if (b < 0x80) return value;
-      scale *= 128;
+      if (i < 5) value |= (b & 0x7f) << (7 * i);
+      if (b < 0x80) return value >>> 0;
     }
     throw new RangeError('varint too long');
   }
 
   /** The [start, end) of a length-delimited value. */
   delimited(): [number, number] {
-    const len = this.varint();
+    const len = this.uint32();
     const start = this.pos;
     if (len > this.end - start) throw new RangeError('truncated');
     this.pos = start + len;
     return [start, this.pos];
   }
 
-  skip(wireType: number): void {
-    if (wireType === 0) this.varint();
+  skip(wireType: number, depth = 0): void {
+    if (wireType === 0) this.uint32();
     else if (wireType === 1) this.pos += 8;
     else if (wireType === 2) this.delimited();
-    else if (wireType === 5) this.pos += 4;
-    else throw new RangeError('group'); // never in xDS; left to the decoder
+    else if (wireType === 3) {
+      // a proto2 group, never in xDS: skipped to its end tag, as the decoder does
+      if (depth > 100) throw new RangeError('too deep');
+      for (let tag = this.uint32(); (tag & 7) !== 4; tag = this.uint32()) this.skip(tag & 7, depth + 1);
+    } else if (wireType === 5) this.pos += 4;
+    else throw new RangeError(`wire type ${wireType}`);
     if (this.pos > this.end) throw new RangeError('truncated');
   }
 }
@@ -60,7 +64,7 @@ function serviceNameOf(buf: Uint8Array, start: number, end: number, current: str
   const s = new Scan(buf, start, end);
   let name = current; // a message sent twice merges: a later one without the field keeps the earlier value
   while (s.pos < s.end) {
-    const tag = s.varint();
+    const tag = s.uint32();
     if (tag === (SERVICE_NAME << 3) + 2) name = utf8.decode(buf.subarray(...s.delimited()));
     else s.skip(tag & 7);
   }
@@ -73,13 +77,13 @@ export function edsNameAhead(bytes: Uint8Array): string | undefined {
     const s = new Scan(bytes, 0, bytes.length);
     let name = '', type = 0, custom = false, service = '';
     while (s.pos < s.end) {
-      const tag = s.varint();
-      const field = Math.floor(tag / 8), wire = tag & 7;
+      const tag = s.uint32();
+      const field = tag >>> 3, wire = tag & 7;
       // type and cluster_type are one oneof: the last on the wire wins. A field of another wire type is
       // skipped, as the decoder skips it.
       if (field === NAME && wire === 2) name = utf8.decode(bytes.subarray(...s.delimited()));
       else if (field === TYPE && wire === 0) {
-        type = s.varint();
+        type = s.uint32() | 0;
         custom = false;
       } else if (field === CLUSTER_TYPE && wire === 2) {
         s.delimited();
