@@ -43,7 +43,6 @@ type Plain = Record<string, unknown>;
 /** How long a response's remaining work waits for the requests it sent first to leave (see step). */
 const SEND_AHEAD_WAIT_MS = 5;
 
-
 export abstract class AdsStream<Res extends Plain> implements XdsClient {
   protected readonly protos: XdsProtos;
   protected readonly engine: XdsEngine;
@@ -162,7 +161,7 @@ export abstract class AdsStream<Res extends Plain> implements XdsClient {
         if (id === this.streamId) {
           this.step(id, call, rest);
           call.resume();
-        }
+        } else this.log.info('xds: the stream ended before a response was handled: dropped unapplied, the new stream asks again');
         if (this.syncHeld && !this.holding) {
           this.syncHeld = false;
           if (this.call) this.syncNames();

@@ -17,7 +17,7 @@ const read = (file: string | undefined) => {
 };
 
 /** Bytes istiod may send ahead of what we have read: more than a full push of a large mesh. */
-export const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
+const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024;
 
 export function openChannel(target: XdsTarget): grpc.Client {
   const options: grpc.ChannelOptions = {

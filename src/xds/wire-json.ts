@@ -169,13 +169,17 @@ const MERGE = Symbol('merge');
 
 const outOfRange = () => new WireError('a length or value runs past the end of its message');
 
-class Reader {
+/** The same bytes as a Buffer, without a copy. */
+export const asBuffer = (bytes: Uint8Array): Buffer => (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+
+/**
+ * The wire itself: varints, lengths, strings and skipping, with no types. Exported so that a scan of a
+ * few fields (eds-ahead.ts) reads the bytes exactly as the decoder does.
+ */
+export class WireCursor {
   pos = 0;
 
-  constructor(
-    readonly buf: Buffer,
-    readonly root: protobuf.Root,
-  ) {}
+  constructor(readonly buf: Buffer) {}
 
   /** A varint's low 32 bits, unsigned. */
   uint32(end: number): number {
@@ -300,6 +304,15 @@ class Reader {
       default:
         throw new WireError(`invalid wire type ${wireType} at offset ${this.pos}`);
     }
+  }
+}
+
+class Reader extends WireCursor {
+  constructor(
+    buf: Buffer,
+    readonly root: protobuf.Root,
+  ) {
+    super(buf);
   }
 
   value(f: FieldPlan, kind: number, end: number, depth: number): unknown {
@@ -470,7 +483,7 @@ class Reader {
 
 /** The message of `type` in `bytes` as proto3 JSON; a WireError says what is wrong with the bytes. */
 export function wireToJson(type: protobuf.Type, bytes: Uint8Array): Plain {
-  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const buf = asBuffer(bytes);
   const r = new Reader(buf, type.root as protobuf.Root);
   try {
     return r.message(planOf(type), buf.length, 0, undefined) as Plain;

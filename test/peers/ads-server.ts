@@ -33,6 +33,7 @@
  *   {"cmd":"remove","version":"v4","type":"listener","names":[…]}    delete, push
  *   {"cmd":"push","version":"v5"}            a full push: every type, new version, same content
  *   {"cmd":"hold","types":["route"]} / {"cmd":"release","types":["route"]}   delay / send responses of a type
+ *        ("end":true on release: then end every stream at once, with the responses just sent in flight)
  *   {"cmd":"kill-streams"}                   end every stream with UNAVAILABLE
  *   {"cmd":"stop"} / {"cmd":"start"}         shut the server down / listen again on the same port
  */
@@ -339,6 +340,10 @@ function bump(kinds: Iterable<ResourceKind>, version: string): void {
   for (const k of kinds) store.get(k)!.version = version;
 }
 
+function killStreams(): void {
+  for (const s of streams.values()) s.call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'killed by test' });
+}
+
 function command(c: Plain): void | Promise<void> {
   const version = String(c.version ?? `v${Date.now()}`);
   switch (c.cmd) {
@@ -384,10 +389,11 @@ function command(c: Plain): void | Promise<void> {
           if (s.api === 'delta' && s.delta.get(k)?.pending) respondDelta(s, k, true);
         }
       }
+      if (c.end === true) killStreams();
       return;
     }
     case 'kill-streams':
-      for (const s of streams.values()) s.call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'killed by test' });
+      killStreams();
       return;
     case 'stop':
       for (const s of streams.values()) s.call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'server stopping' });
