@@ -1,5 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { SocketAddress } from '../config/model.js';
+import { http } from '../sys/builtins.js';
 
 export interface Route {
   readonly method: 'GET' | 'POST';
@@ -23,7 +24,7 @@ function send(res: ServerResponse, r: Reply): void {
 
 /** A tiny path router: admin endpoints are few and fixed, so no framework. */
 export function serveRoutes(addr: SocketAddress, routes: Record<string, Route>): Promise<Server> {
-  const server = createServer(async (req, res) => {
+  const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = routes[url.pathname];
     try {

@@ -4,10 +4,9 @@
  * the app's original probe from inside the pod and answer with its outcome, as pilot-agent does, so probes
  * keep working when mTLS or capture would otherwise stand between the kubelet and the app.
  */
-import { request } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { ConfigError } from '../config/reader.js';
+import { http, https as httpsModule } from '../sys/builtins.js';
 
 export interface AppProbe {
   readonly httpGet?: { path?: string; port: number; host?: string; scheme?: string; httpHeaders?: { name: string; value: string }[] };
@@ -66,7 +65,7 @@ export function runAppProbe(probe: AppProbe, podIp: string, headers: Record<stri
       const https = (g.scheme ?? 'HTTP').toUpperCase() === 'HTTPS';
       const hdrs: Record<string, string> = { 'user-agent': 'kube-probe/xsidecar', ...headers };
       for (const h of g.httpHeaders ?? []) hdrs[h.name] = h.value;
-      const req = (https ? httpsRequest : request)({ host: g.host || podIp, port: g.port, path: g.path || '/', method: 'GET', headers: hdrs, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
+      const req = (https ? httpsModule().request : http.request)({ host: g.host || podIp, port: g.port, path: g.path || '/', method: 'GET', headers: hdrs, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
         res.resume();
         // Kubernetes counts 200..399 as success; pass the app's code through.
         res.on('end', () => resolve({ status: res.statusCode ?? 500, body: '' }));

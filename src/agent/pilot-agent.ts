@@ -3,8 +3,8 @@
  * `request [--debug-port=15000] METHOD PATH [BODY]` (native sidecars' preStop: `--debug-port=15020 POST drain`)
  * and `wait` (holdApplicationUntilProxyStarts' postStart: poll /healthz/ready until it answers 200).
  */
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
+import { http } from '../sys/builtins.js';
 
 /** pilot-agent allows only the proxy's own local ports. */
 const ALLOWED_PORTS = [15000, 15004, 15020, 15021];
@@ -17,7 +17,7 @@ const stdio: Io = { out: (t) => process.stdout.write(t), err: (t) => process.std
 
 function call(method: string, port: number, path: string, body: string, timeoutMs: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method, timeout: timeoutMs, headers: body ? { 'content-length': Buffer.byteLength(body) } : {} }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, timeout: timeoutMs, headers: body ? { 'content-length': Buffer.byteLength(body) } : {} }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));

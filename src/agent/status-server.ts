@@ -5,9 +5,10 @@
  * rewritten app probes /app-health/<container>/{livez,readyz,startupz}. Drain and quit take requests from
  * the pod itself only, like pilot-agent.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { ServerState } from '../admin/admin.js';
 import { registry } from '../observe/metrics.js';
+import { http } from '../sys/builtins.js';
 import { type AppProbers, runAppProbe } from './app-probe.js';
 
 export interface StatusView {
@@ -60,7 +61,7 @@ async function handle(view: StatusView, opts: StatusOptions, req: IncomingMessag
 }
 
 export function startStatusServer(view: StatusView, opts: StatusOptions): Promise<Server> {
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     handle(view, opts, req, res).catch((e: Error) => {
       if (!res.headersSent) reply(res, 500, `${e.message}\n`);
     });

@@ -10,12 +10,13 @@
  * does, where Node's own selection would abort the handshake.
  */
 import type { Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { Counter } from '../observe/prom.js';
 import { registry } from '../observe/metrics.js';
 import type { DownstreamTls } from '../config/tls-context.js';
 import { meshSecureContext } from '../upstream/mesh-secrets.js';
 import { PEER_EXCHANGE_ALPN, sanAccepted, sansOf } from '../upstream/tls-origination.js';
+import { tls as tlsModule } from '../sys/builtins.js';
 
 export const tlsMetrics = {
   accepted: new Counter({ name: 'xsidecar_downstream_mtls_accepted_total', help: 'Inbound mTLS handshakes completed and accepted', labelNames: ['listener'], registers: [registry] }),
@@ -50,7 +51,7 @@ export function terminateTls(raw: Socket, tls: DownstreamTls, offeredAlpn: reado
   }
   const alpn = selectAlpn(tls.alpn, offeredAlpn);
   const verify = tls.requireClientCertificate || tls.matchSans.length > 0;
-  const s = new TLSSocket(raw, {
+  const s = new (tlsModule().TLSSocket)(raw, {
     isServer: true,
     secureContext,
     requestCert: verify,

@@ -40,13 +40,27 @@ export interface NativeMemory {
   free(): void;
 }
 
+/**
+ * koffi's native module, required directly where its prebuilt path is this platform's. koffi's entry point
+ * is the same API (plus deprecated aliases we do not use), but it also loads its binary downloader and with
+ * it node:https and node:tls, which on Node 24 cost 5 MiB of RSS for code that never runs here
+ * (sys/builtins.ts). Other platforms (musl, 32-bit ARM…) go through the entry point, which knows them.
+ */
+function requireKoffi() {
+  try {
+    return require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`);
+  } catch {
+    return require('koffi');
+  }
+}
+
 let libc: Libc | null | undefined;
 let loadError: string | undefined;
 
 export function loadLibc(): Libc | null {
   if (libc !== undefined) return libc;
   try {
-    const koffi = require('koffi');
+    const koffi = requireKoffi();
     const lib = koffi.load('libc.so.6');
     // The allocator calls are glibc's own: missing ones must not cost the socket calls.
     const optional = (decl: string) => {

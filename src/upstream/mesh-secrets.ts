@@ -3,8 +3,9 @@
  * roots), as a process-wide source the identity module fills in. upstream/ and listener/ only read it;
  * with no source set, mesh TLS connections fail closed with a clear reason.
  */
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import type { TlsVersion } from '../config/tls-context.js';
+import { tls } from '../sys/builtins.js';
 
 export interface MeshSecretSource {
   /** Changes whenever a secret does: TLS contexts are cached per generation. */
@@ -47,7 +48,7 @@ export function meshSecureContext(certName: string | undefined, rootsName: strin
   if (rootsName && !roots) throw new MeshSecretError(`secret "${rootsName}" is not available yet`);
   // A session id context is what lets a server resume sessions whose client presented a certificate:
   // without one OpenSSL fails the handshake of any client that offers a ticket (Envoy clients do).
-  const ctx = createSecureContext({ key: cert?.keyPem, cert: cert?.chainPem, ca: roots, minVersion, maxVersion, sessionIdContext: SESSION_ID_CONTEXT });
+  const ctx = tls().createSecureContext({ key: cert?.keyPem, cert: cert?.chainPem, ca: roots, minVersion, maxVersion, sessionIdContext: SESSION_ID_CONTEXT });
   cache.set(key, { generation: s.generation, ctx });
   return ctx;
 }

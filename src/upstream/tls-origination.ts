@@ -9,10 +9,11 @@
  * config lists) goes out, and an Envoy server then skips the exchange.
  */
 import type { Socket } from 'node:net';
-import { type ConnectionOptions, type PeerCertificate, connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { ConnectionOptions, PeerCertificate, TLSSocket } from 'node:tls';
 import type { Cluster, StringMatcher } from '../config/model.js';
 import { matchString } from '../config/string-match.js';
 import { selectTransportSocket, type TransportSocketMatch, type UpstreamTls } from '../config/tls-context.js';
+import { tls as tlsModule } from '../sys/builtins.js';
 import { meshSecretGeneration, meshSecureContext } from './mesh-secrets.js';
 
 /**
@@ -69,7 +70,7 @@ export function originateTls(raw: Socket, tls: UpstreamTls, peer = ''): TLSSocke
     checkServerIdentity: (_host, cert) =>
       sanAccepted(tls.matchSans, sansOf(cert)) ? undefined : new Error(`peer certificate SANs [${sansOf(cert).join(', ')}] match none of match_subject_alt_names`),
   };
-  const s = tlsConnect(options);
+  const s = tlsModule().connect(options);
   // Only a session whose handshake passed the checks may be resumed (TLS 1.2 hands it over before them).
   let verified = false;
   let early: Buffer | undefined;

@@ -1,0 +1,63 @@
+/**
+ * The sidecar loads only what its config uses (sys/builtins.ts, sys/libc.ts): in a fresh process, its whole
+ * server and the libc calls load neither Node's bundled undici (pulled in by an ESM import of node:http on
+ * Node 24) nor node:tls and node:https (pulled in by koffi's entry point, or by our own imports); TLS
+ * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { freePort } from '../helpers/sidecar.js';
+import { repoRoot } from '../helpers/paths.js';
+
+const HEAVY = ['internal/deps/undici/undici', 'tls', 'https'];
+const opensslProblem = spawnSync('openssl', ['version']).status === 0 ? undefined : 'openssl is not installed';
+
+/** Runs `body` in a fresh Node (this one) as an ES module with `loaded()` (the heavy built-ins loaded so far) and `dist`. */
+function fresh(body: string): { status: number | null; out: string } {
+  const script = `
+    const loaded = () => ${JSON.stringify(HEAVY)}.filter((m) => process.moduleLoadList.includes('NativeModule ' + m));
+    const dist = ${JSON.stringify(join(repoRoot, 'dist/src'))};
+    ${body}`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+t.test('the server, the CLI and the libc calls load no undici, no tls, no https', async (t) => {
+  const r = fresh(`
+    await import(dist + '/server/sidecar.js');
+    await import(dist + '/agent/commands.js');
+    const { loadLibc } = await import(dist + '/sys/libc.js');
+    const libc = loadLibc();
+    const rlim = Buffer.alloc(16);
+    console.log(JSON.stringify({ loaded: loaded(), libc: !!libc, getrlimit: libc?.getrlimit(7, rlim), soft: Number(rlim.readBigUInt64LE(0)) }));`);
+  t.equal(r.status, 0, r.out);
+  const o = JSON.parse(r.out.trim().split('\n').pop()!) as { loaded: string[]; libc: boolean; getrlimit: number; soft: number };
+  t.same(o.loaded, [], 'none of the heavy built-ins is loaded');
+  t.ok(o.libc, 'koffi loads from its native module');
+  t.equal(o.getrlimit, 0, 'and a libc call through it works');
+  t.ok(o.soft > 0, `RLIMIT_NOFILE soft limit read: ${o.soft}`);
+});
+
+t.test('TLS loads on first use: an HTTPS app probe against openssl s_server', { skip: opensslProblem ?? false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xsidecar-lazy-'));
+  const key = join(dir, 'key.pem'), cert = join(dir, 'cert.pem');
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=app'], { encoding: 'utf8' });
+  t.equal(made.status, 0, made.stderr);
+  const port = await freePort();
+  const server = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', cert, '-key', key, '-www', '-quiet'], { stdio: 'ignore' });
+  t.teardown(() => server.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 300));
+  const r = fresh(`
+    const { runAppProbe } = await import(dist + '/agent/app-probe.js');
+    const before = loaded();
+    const result = await runAppProbe({ httpGet: { port: ${port}, path: '/', scheme: 'HTTPS' }, timeoutSeconds: 5 }, '127.0.0.1');
+    console.log(JSON.stringify({ before, after: loaded(), result }));`);
+  t.equal(r.status, 0, r.out);
+  const o = JSON.parse(r.out.trim().split('\n').pop()!) as { before: string[]; after: string[]; result: { status: number; body: string } };
+  t.same(o.before, [], 'not loaded before the probe');
+  t.equal(o.result.status, 200, `the probe reached the app over TLS: ${o.result.body}`);
+  t.ok(o.after.includes('tls') && o.after.includes('https'), 'loaded by it');
+});
