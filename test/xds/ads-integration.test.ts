@@ -141,6 +141,24 @@ t.test('ADS state of the world: a sidecar configured by a test istiod', async (t
     const clusters = dumpSection(await sidecar.configDump(), 'ClustersConfigDump');
     t.match((clusters.dynamic_active_clusters as Json[]).find((c) => (c.cluster as Json | undefined)?.name === ECHO), { version_info: V1, error_state: { version_info: 'bad-2', details: cnack.error_detail!.message }, client_status: 'NACKED' });
 
+    // A rejected cluster's EDS name is read ahead of the decode and asked for; once the cluster is NACKed it is
+    // dropped again, and the EDS names are what they were.
+    const before = server.requests().filter((r) => r.type === 'endpoint').pop()!.names ?? [];
+    const mark4 = server.mark;
+    const REJECTED = 'outbound|7001||rejected.default.svc.cluster.local';
+    await server.command({ cmd: 'update', version: 'bad-3', resources: [{ ...edsCluster(REJECTED), upstream_bind_config: {} }] });
+    const rnack = await server.waitRequest(mark4, (r) => r.type === 'cluster' && r.kind === 'nack');
+    t.match(rnack.error_detail?.message, `Cluster "${REJECTED}": upstream_bind_config.source_address`);
+    const ahead = await server.waitRequest(mark4, (r) => r.type === 'endpoint' && (r.names ?? []).includes(REJECTED));
+    t.same([...(ahead.names ?? [])].sort(), [...before, REJECTED].sort(), 'the rejected cluster\'s EDS name was asked for ahead, with the names already wanted');
+    const laterEds = () => {
+      const eds = server.requests(mark4).filter((r) => r.type === 'endpoint');
+      return eds.slice(eds.findIndex((r) => (r.names ?? []).includes(REJECTED)) + 1);
+    };
+    for (const deadline = Date.now() + 10_000; laterEds().length === 0 && Date.now() < deadline; ) await sleep(20);
+    const dropped = laterEds()[0] ?? { names: ['(no EDS request after the one read ahead)'] };
+    t.same([...(dropped.names ?? [])].sort(), [...before].sort(), 'after the NACK the EDS names are what they were');
+
     const mark3 = server.mark;
     await server.command({ cmd: 'set', version: 'v2', resources: resources.filter((x) => x['@type'] !== 'type.googleapis.com/istio.networking.nds.v1.NameTable') });
     await server.waitRequest(mark3, (r) => r.type === 'listener' && r.kind === 'ack' && r.version === 'v2');
