@@ -161,7 +161,7 @@ export abstract class AdsStream<Res extends Plain> implements XdsClient {
         if (id === this.streamId) {
           this.step(id, call, rest);
           call.resume();
-        } else this.log.info('xds: the stream ended before a response was handled: dropped unapplied, the new stream asks again');
+        } else if (!this.stopped) this.log.info('xds: the stream ended before a response was handled: dropped unapplied, the new stream asks again');
         if (this.syncHeld && !this.holding) {
           this.syncHeld = false;
           if (this.call) this.syncNames();

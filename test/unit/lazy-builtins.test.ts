@@ -5,6 +5,7 @@
  * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,18 @@ import { repoRoot } from '../helpers/paths.js';
 
 const HEAVY = ['internal/deps/undici/undici', 'tls', 'https'];
 const opensslProblem = spawnSync('openssl', ['version']).status === 0 ? undefined : 'openssl is not installed';
+
+/** Whether something accepts on 127.0.0.1:`port` within 10 s (openssl s_server takes its time to start). */
+async function listening(port: number): Promise<boolean> {
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+    const up = await new Promise<boolean>((res) => {
+      const s = connect(port, '127.0.0.1', () => res(true)).on('error', () => res(false));
+      s.once('connect', () => s.destroy());
+    });
+    if (up) return true;
+  }
+  return false;
+}
 
 /** Runs `body` in a fresh Node (this one) as an ES module with `loaded()` (the heavy built-ins loaded so far) and `dist`. */
 function fresh(body: string): { status: number | null; out: string } {
@@ -25,7 +38,7 @@ function fresh(body: string): { status: number | null; out: string } {
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-t.test('the server, the CLI and the libc calls load no undici, no tls, no https', async (t) => {
+t.test('the server, the agent commands and the libc calls load no undici, no tls, no https', async (t) => {
   const r = fresh(`
     await import(dist + '/server/sidecar.js');
     await import(dist + '/agent/commands.js');
@@ -49,7 +62,7 @@ t.test('TLS loads on first use: an HTTPS app probe against openssl s_server', { 
   const port = await freePort();
   const server = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', cert, '-key', key, '-www', '-quiet'], { stdio: 'ignore' });
   t.teardown(() => server.kill('SIGKILL'));
-  await new Promise((r) => setTimeout(r, 300));
+  t.ok(await listening(port), 'openssl s_server listens');
   const r = fresh(`
     const { runAppProbe } = await import(dist + '/agent/app-probe.js');
     const before = loaded();

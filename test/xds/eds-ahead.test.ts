@@ -77,6 +77,8 @@ t.test('bad bytes give no name, never a throw; whatever the decoder accepts read
   t.equal(edsNameAhead(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])), undefined, 'a length past the end');
   t.equal(edsNameAhead(Buffer.from([0x0b, 0x0c])), undefined, 'a group');
   t.equal(edsNameAhead(Buffer.alloc(12, 0xff)), undefined, 'a varint over 10 bytes');
+  t.equal(edsNameAhead(Buffer.concat([good, Buffer.from([0x00, 0x00])])), undefined, 'field number 0, which the decoder refuses');
+  t.equal(edsNameAhead(Buffer.concat([good, Buffer.from([0x1a, 0x02, 0x00, 0x00])])), undefined, 'field number 0 inside eds_cluster_config');
   let accepted = 0, differ = 0;
   for (let i = 0; i < 2000; i++) {
     const b = Buffer.from(good);
