@@ -19,10 +19,11 @@ const require = createRequire(import.meta.url);
 
 export const http = require('node:http') as typeof import('node:http');
 
-let tlsModule: typeof import('node:tls') | undefined;
-/** node:tls, loaded on first use. */
-export const tls = (): typeof import('node:tls') => (tlsModule ??= require('node:tls') as typeof import('node:tls'));
+/** A built-in, loaded on its first use. */
+function onFirstUse<M>(id: string): () => M {
+  let loaded: M | undefined;
+  return () => (loaded ??= require(id) as M);
+}
 
-let httpsModule: typeof import('node:https') | undefined;
-/** node:https, loaded on first use. */
-export const https = (): typeof import('node:https') => (httpsModule ??= require('node:https') as typeof import('node:https'));
+export const tls = onFirstUse<typeof import('node:tls')>('node:tls');
+export const https = onFirstUse<typeof import('node:https')>('node:https');

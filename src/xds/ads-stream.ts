@@ -14,6 +14,7 @@ import type { NodeIdentity } from './node-identity.js';
 import { fromProto3Json } from './proto-json.js';
 import { loadXdsProtos, type XdsProtos } from './protos.js';
 import type { XdsTarget } from './target.js';
+import { asBuffer } from './wire-json.js';
 
 /** What the engine needs, plus where istiod is and who we are. */
 export interface XdsClientOptions extends Pick<EngineOptions, 'statics' | 'warming' | 'fetchTimeoutMs' | 'publish' | 'onNameTable'> {
@@ -121,7 +122,7 @@ export abstract class AdsStream<Res extends Plain> implements XdsClient {
         this.method,
         (req: Plain) => {
           const bytes = this.requestType.encode(this.requestType.fromObject(req)).finish();
-          return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          return asBuffer(bytes);
         },
         (buf: Buffer) => this.responseType.decode(buf) as unknown as Res,
         new grpc.Metadata(),

@@ -18,17 +18,10 @@ const SERVICE_NAME = 2;
 /** Cluster.DiscoveryType.EDS. */
 const EDS = 3;
 
-/** A field's tag; field number 0 is refused, as the decoder refuses it. */
-function fieldTag(c: WireCursor, end: number): number {
-  const tag = c.uint32(end);
-  if (tag >>> 3 === 0) throw new RangeError('field number 0');
-  return tag;
-}
-
 function serviceNameOf(c: WireCursor, end: number, current: string): string {
   let name = current; // a message sent twice merges: a later one without the field keeps the earlier value
   while (c.pos < end) {
-    const tag = fieldTag(c, end);
+    const tag = c.tag(end);
     if (tag === (SERVICE_NAME << 3) + 2) name = c.string(end);
     else c.skip(tag & 7, end, 1);
   }
@@ -43,7 +36,7 @@ export function edsNameAhead(bytes: Uint8Array): string | undefined {
     const end = buf.length;
     let name = '', type = 0, custom = false, service = '';
     while (c.pos < end) {
-      const tag = fieldTag(c, end);
+      const tag = c.tag(end);
       const field = tag >>> 3, wire = tag & 7;
       // type and cluster_type are one oneof: the last on the wire wins. A field of another wire type is
       // skipped, as the decoder skips it.

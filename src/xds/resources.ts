@@ -11,6 +11,7 @@ import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
 import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
 import type { XdsProtos } from './protos.js';
+import { asBuffer } from './wire-json.js';
 import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
 
 export interface Resource<T = unknown> {
@@ -56,7 +57,7 @@ const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnT
  * every earlier generation of the config.
  */
 function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw'>): Resource {
-  const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('latin1');
+  const bytes = asBuffer(value).toString('latin1');
   const plain = () => unpackAny(protos, { type_url: typeUrl, value: Buffer.from(bytes, 'latin1') }).plain;
   return fromSource({ ...r, config: fromSource(r.config as object, r.digest, plain) }, r.digest, plain);
 }

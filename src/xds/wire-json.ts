@@ -181,6 +181,13 @@ export class WireCursor {
 
   constructor(readonly buf: Buffer) {}
 
+  /** A field's tag; field number 0 is refused (protobufjs reads it as a field). */
+  tag(end: number): number {
+    const tag = this.uint32(end);
+    if (tag >>> 3 === 0) throw new WireError(`field number 0 at offset ${this.pos}`);
+    return tag;
+  }
+
   /** A varint's low 32 bits, unsigned. */
   uint32(end: number): number {
     const buf = this.buf;
@@ -374,10 +381,9 @@ class Reader extends WireCursor {
     const out: Plain = into ?? {};
     const fields = plan.fields;
     while (this.pos < end) {
-      const tag = this.uint32(end);
+      const tag = this.tag(end);
       const id = tag >>> 3;
       const wireType = tag & 7;
-      if (id === 0) throw new WireError(`field number 0 at offset ${this.pos}`);
       const f = fields[id];
       if (f === undefined) {
         this.skip(wireType, end, depth);
