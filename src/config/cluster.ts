@@ -5,6 +5,7 @@ import {
   type ClusterLoadAssignment,
   type Endpoint,
   HEALTH_STATUSES,
+  type HealthStatus,
   type IstioService,
   type LbPolicy,
 } from './model.js';
@@ -39,7 +40,11 @@ function transportSocketMatchOf(md: ObjReader | undefined): Readonly<Record<stri
   const fm = md?.value.filter_metadata ?? md?.value.filterMetadata;
   const m = (fm as Record<string, unknown> | undefined)?.['envoy.transport_socket_match'];
   if (typeof m !== 'object' || m === null) return undefined;
-  const match = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+  return sharedSocketMatch(Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])));
+}
+
+/** The one shared object equal to `match`, while there are few distinct ones. */
+export function sharedSocketMatch(match: Record<string, string>): Readonly<Record<string, string>> {
   const key = JSON.stringify(match);
   const known = socketMatches.get(key);
   if (known) return known;
@@ -58,7 +63,7 @@ function istioMetadata(md: unknown): { workload?: unknown; services?: unknown } 
 /** metadata.filter_metadata.istio.workload, for telemetry's destination_* labels. */
 function istioWorkload(md: unknown): string | undefined {
   const istio = istioMetadata(md);
-  return typeof istio?.workload === 'string' && istio.workload !== '' ? istio.workload : undefined;
+  return typeof istio?.workload === 'string' && istio.workload !== '' ? sharedWorkload(istio.workload) : undefined;
 }
 
 /** metadata.filter_metadata.istio.services (`[{host, name, namespace}]`); entries without a host are skipped. */
@@ -67,6 +72,35 @@ function istioServicesOf(md: unknown): IstioService[] | undefined {
   if (!Array.isArray(services)) return undefined;
   const out = services.filter((x): x is IstioService => typeof x === 'object' && x !== null && typeof (x as IstioService).host === 'string');
   return out.length > 0 ? out : undefined;
+}
+
+/**
+ * Every endpoint is made here, whichever decoder read it (xds/cla-wire.ts reads istiod's straight from the
+ * wire), so all have one shape, which the data path reads per connection.
+ */
+export function newEndpoint(
+  address: string,
+  port: number,
+  weight: number,
+  health: HealthStatus,
+  priority: number,
+  transportSocketMatch: Readonly<Record<string, string>> | undefined,
+  workload: string | undefined,
+): Endpoint {
+  return { address, port, weight, health, priority, transportSocketMatch, workload };
+}
+
+/**
+ * Istio labels each endpoint with its workload, the same string for every pod of a deployment: a mesh's
+ * 10,000 endpoints held 10,000 copies of a few hundred strings. Bounded, like the socket matches. (What
+ * xds/cla-wire.ts reads shares them already, by the metadata's bytes.)
+ */
+const workloads = new Map<string, string>();
+function sharedWorkload(w: string): string {
+  const known = workloads.get(w);
+  if (known !== undefined) return known;
+  if (workloads.size < 4096) workloads.set(w, w);
+  return w;
 }
 
 export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeContext, opts: { hostnames?: boolean } = {}): ClusterLoadAssignment {
@@ -82,15 +116,17 @@ export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeCo
       if (port === 0) throw new ConfigError(ep.at('address.socket_address.port_value'), 'expected 1..65535, got 0');
       ep.ignore('health_check_config', 'hostname', 'additional_addresses');
       ep.done();
-      endpoints.push({
-        address,
-        port,
-        weight: lb.int('load_balancing_weight', 1, 2 ** 32 - 1) ?? 1,
-        health: lb.enumOf('health_status', HEALTH_STATUSES, 'UNKNOWN'),
-        priority,
-        transportSocketMatch: transportSocketMatchOf(lb.obj('metadata')),
-        workload: istioWorkload(lb.raw('metadata')),
-      });
+      endpoints.push(
+        newEndpoint(
+          address,
+          port,
+          lb.int('load_balancing_weight', 1, 2 ** 32 - 1) ?? 1,
+          lb.enumOf('health_status', HEALTH_STATUSES, 'UNKNOWN'),
+          priority,
+          transportSocketMatchOf(lb.obj('metadata')),
+          istioWorkload(lb.raw('metadata')),
+        ),
+      );
       lb.ignore('endpoint_name');
       lb.done();
     }

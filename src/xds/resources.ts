@@ -10,6 +10,7 @@ import { ConfigError, newContext } from '../config/reader.js';
 import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
 import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
+import { claFromWire } from './cla-wire.js';
 import type { XdsProtos } from './protos.js';
 import { asBuffer } from './wire-json.js';
 import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
@@ -98,16 +99,23 @@ export function decodeResources(
         resources.push(known);
         return;
       }
-      const unpacked = unpackAny(protos, item.any, typeUrl);
-      const inner = unpacked.name;
-      raw = unpacked.plain;
+      // istiod's endpoints are read straight from the wire; any other shape, and every other kind, the general way.
+      const direct = kind === 'endpoint' && item.any.type_url === typeUrl ? claFromWire(item.any.value) : undefined;
+      let inner: string;
+      if (direct) inner = direct.clusterName;
+      else {
+        const unpacked = unpackAny(protos, item.any, typeUrl);
+        inner = unpacked.name;
+        raw = unpacked.plain;
+      }
       if (!inner) throw new ConfigError(kind === 'endpoint' ? 'cluster_name' : 'name', 'is required');
       if (item.name !== undefined && item.name !== inner) throw new UnpackError(`delta resource name "${item.name}" differs from the resource's own "${inner}"`);
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
       const ctx = newContext();
-      resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config: DECODERS[kind](raw, ctx), warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
+      const config = direct ?? DECODERS[kind](raw!, ctx);
+      resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
       if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
       failures.push({ name, raw, message: failureMessage(kind, name, e) });

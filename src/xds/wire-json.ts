@@ -159,7 +159,8 @@ function anyPlan(root: protobuf.Root, url: string): TypePlan | undefined {
  * An ASCII string: Buffer's own latin1Slice where it has one (Node 20 and 24 do), which skips toString's
  * argument checks: a mesh's push reads some 200,000 strings.
  */
-const latin1: (buf: Buffer, start: number, end: number) => string =
+/** Bytes as a one-byte string, one character per byte (Buffer's own slice, without toString's checks). */
+export const latin1Of: (buf: Buffer, start: number, end: number) => string =
   typeof (Buffer.prototype as { latin1Slice?: unknown }).latin1Slice === 'function'
     ? (buf, start, end) => (buf as unknown as { latin1Slice(s: number, e: number): string }).latin1Slice(start, end)
     : (buf, start, end) => buf.toString('latin1', start, end);
@@ -283,7 +284,7 @@ export class WireCursor {
       if (!isUtf8(buf.subarray(s, e))) throw new WireError('a string field is not valid UTF-8');
       return buf.toString('utf8', s, e);
     }
-    return latin1(buf, s, e);
+    return latin1Of(buf, s, e);
   }
 
   skip(wireType: number, end: number, depth: number): void {
