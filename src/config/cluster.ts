@@ -10,6 +10,7 @@ import {
   type LbPolicy,
 } from './model.js';
 import { ConfigError, type DecodeContext, ObjReader } from './reader.js';
+import { SharedTable } from './shared-table.js';
 import { decodeClusterTransportSocket, decodeTransportSocketMatches } from './tls-context.js';
 import { decodeCircuitBreakers, decodeHealthChecks, decodeOutlierDetection } from './resilience.js';
 import { codecs } from '../../protocols/registry.js';
@@ -33,7 +34,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
  * One object per distinct match: a mesh's 10,000 endpoints carry a handful (Istio: `tlsMode: istio` or
  * none), and each endpoint holding its own copy was as many small objects kept for the config's life.
  */
-const socketMatches = new Map<string, Readonly<Record<string, string>>>();
+const socketMatches = new SharedTable<Readonly<Record<string, string>>>(256, 1024);
 
 /** metadata.filter_metadata["envoy.transport_socket_match"] as strings (Istio sets `tlsMode: istio`). */
 function transportSocketMatchOf(md: ObjReader | undefined): Readonly<Record<string, string>> | undefined {
@@ -43,14 +44,10 @@ function transportSocketMatchOf(md: ObjReader | undefined): Readonly<Record<stri
   return sharedSocketMatch(Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])));
 }
 
-/** The one shared object equal to `match`, while there are few distinct ones. */
+/** The one shared (frozen) object equal to `match`. */
 export function sharedSocketMatch(match: Record<string, string>): Readonly<Record<string, string>> {
   const key = JSON.stringify(match);
-  const known = socketMatches.get(key);
-  if (known) return known;
-  // Bounded: a control plane inventing a new match per endpoint gets copies, not an ever-growing map.
-  if (socketMatches.size < 256) socketMatches.set(key, Object.freeze(match));
-  return match;
+  return socketMatches.get(key) ?? socketMatches.keep(key, Object.freeze(match));
 }
 
 /** metadata.filter_metadata.istio, as proto3 JSON or as a YAML bootstrap spells it. */
@@ -92,16 +89,11 @@ export function newEndpoint(
 
 /**
  * Istio labels each endpoint with its workload, the same string for every pod of a deployment: a mesh's
- * 10,000 endpoints held 10,000 copies of a few hundred strings. Bounded, like the socket matches. (What
- * xds/cla-wire.ts reads shares them already, by the metadata's bytes.)
+ * 10,000 endpoints held 10,000 copies of a few hundred strings. (What xds/cla-wire.ts reads shares them
+ * already, by the metadata's bytes.)
  */
-const workloads = new Map<string, string>();
-function sharedWorkload(w: string): string {
-  const known = workloads.get(w);
-  if (known !== undefined) return known;
-  if (workloads.size < 4096) workloads.set(w, w);
-  return w;
-}
+const workloads = new SharedTable<string>(4096, 256);
+const sharedWorkload = (w: string): string => workloads.get(w) ?? workloads.keep(w, w);
 
 export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeContext, opts: { hostnames?: boolean } = {}): ClusterLoadAssignment {
   const r = ObjReader.of(value, path, ctx);

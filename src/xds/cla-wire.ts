@@ -15,6 +15,7 @@
  */
 import { isIP } from 'node:net';
 import { newEndpoint, sharedSocketMatch } from '../config/cluster.js';
+import { SharedTable } from '../config/shared-table.js';
 import { type ClusterLoadAssignment, type Endpoint, HEALTH_STATUSES } from '../config/model.js';
 import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
 
@@ -95,18 +96,13 @@ function readMetadata(c: WireCursor, end: number): EndpointMetadata {
 /**
  * Metadata by its bytes: every pod of a workload carries the same bytes (its workload label, `tlsMode`),
  * so a mesh's 10,000 endpoints have a few hundred distinct ones, read once each; the strings they give
- * are then shared too. Bounded: past it, each is read on its own.
+ * are then shared too. At most 4,096 of up to 1 KiB each.
  */
-const metadataByBytes = new Map<string, EndpointMetadata>();
-const METADATA_KEPT = 4096;
+const metadataByBytes = new SharedTable<EndpointMetadata>(4096, 1024);
 
 function metadata(c: WireCursor, end: number): EndpointMetadata {
   const key = latin1Of(c.buf, c.pos, end);
-  let md = metadataByBytes.get(key);
-  if (md === undefined) {
-    md = readMetadata(c, end);
-    if (metadataByBytes.size < METADATA_KEPT) metadataByBytes.set(key, md);
-  }
+  const md = metadataByBytes.get(key) ?? metadataByBytes.keep(key, readMetadata(c, end));
   c.pos = end;
   return md;
 }
@@ -131,10 +127,12 @@ function socketAddress(c: WireCursor, end: number): { address: string; port: num
 /** envoy.config.endpoint.v3.Endpoint: its address; an empty health_check_config and a hostname are read past. */
 function endpointAddress(c: WireCursor, end: number): { address: string; port: number } {
   let addr: { address: string; port: number } | undefined;
+  let healthCheckSeen = false;
   while (c.pos < end) {
     const t = c.tag(end);
     if (t === tag(1, LEN) && !addr) addr = socketAddress(c, c.delimited(end));
-    else if (t === tag(2, LEN)) {
+    else if (t === tag(2, LEN) && !healthCheckSeen) {
+      healthCheckSeen = true;
       if (c.delimited(end) !== c.pos) elsewhere();
     } else if (t === tag(3, LEN)) c.string(end);
     else elsewhere();

@@ -5,7 +5,7 @@
  */
 import { decodeCluster, decodeLoadAssignment } from '../config/cluster.js';
 import { decodeListener } from '../config/listener.js';
-import type { Cluster, Listener } from '../config/model.js';
+import type { Cluster, ClusterLoadAssignment, Listener } from '../config/model.js';
 import { ConfigError, newContext } from '../config/reader.js';
 import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
@@ -88,6 +88,7 @@ export function decodeResources(
   items.forEach((item, i) => {
     let name = item.name ?? `#${i}`;
     let raw: Record<string, unknown> | undefined;
+    let direct: ClusterLoadAssignment | undefined;
     try {
       const digest = digestOf(item.any.value);
       byDigest ??= new Map([...previous.values()].map((r) => [r.digest, r]));
@@ -100,7 +101,7 @@ export function decodeResources(
         return;
       }
       // istiod's endpoints are read straight from the wire; any other shape, and every other kind, the general way.
-      const direct = kind === 'endpoint' && item.any.type_url === typeUrl ? claFromWire(item.any.value) : undefined;
+      direct = kind === 'endpoint' && item.any.type_url === typeUrl ? claFromWire(item.any.value) : undefined;
       let inner: string;
       if (direct) inner = direct.clusterName;
       else {
@@ -118,6 +119,8 @@ export function decodeResources(
       resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
       if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
+      // Read directly, it has no proto3 JSON yet: a rejection shows it (config_dump's failed_configuration).
+      if (direct) raw = unpackAny(protos, item.any, typeUrl).plain;
       failures.push({ name, raw, message: failureMessage(kind, name, e) });
     }
   });
