@@ -1,4 +1,4 @@
-import type { Cluster, ClusterLoadAssignment } from '../config/model.js';
+import type { Cluster, ClusterLoadAssignment, Endpoint } from '../config/model.js';
 import { endpointsOf, type Snapshot } from '../config/snapshot.js';
 import { ActiveHealthChecker } from './health-check.js';
 import { Host, hostKey } from './host.js';
@@ -56,6 +56,32 @@ export class ClusterState {
   }
 }
 
+/** Above this many hosts a cluster's known hosts are looked up by key; below, matched in place. */
+const MATCHED_IN_PLACE = 16;
+
+/**
+ * The hosts for these endpoints: a host already known by its address and port is kept (with its pools,
+ * counts and ejections), refreshed from its endpoint. Pools of hosts gone drain: no new requests,
+ * in-flight ones finish. Most clusters have a few hosts, and a full push of a 10,000-endpoint mesh made a
+ * map and a key string per host for it; matched in place, it makes none.
+ */
+function hostsFor(known: readonly Host[], endpoints: readonly Endpoint[]): Host[] {
+  const left: (Host | undefined)[] = known.slice();
+  const byKey = known.length > MATCHED_IN_PLACE ? new Map(known.map((h, i) => [h.key, i])) : undefined;
+  const hosts = endpoints.map((ep) => {
+    let i = -1;
+    if (byKey) i = byKey.get(hostKey(ep.address, ep.port)) ?? -1;
+    else for (let j = 0; j < left.length && i < 0; j++) if (left[j]?.port === ep.port && left[j]!.address === ep.address) i = j;
+    const reused = i >= 0 ? left[i] : undefined;
+    if (!reused) return new Host(ep.address, ep.port, ep);
+    left[i] = undefined;
+    reused.refresh(ep);
+    return reused;
+  });
+  for (const gone of left) if (gone) for (const pool of gone.pools.values()) pool.close();
+  return hosts;
+}
+
 /** Turns each Snapshot's clusters and endpoints into live state, reusing Host objects across updates. */
 export class ClusterManager {
   private states = new Map<string, ClusterState>();
@@ -74,16 +100,7 @@ export class ClusterManager {
         next.set(cluster.name, prev);
         continue;
       }
-      const known = new Map(prev?.hosts.map((h) => [h.key, h]));
-      const hosts = (assignment?.endpoints ?? []).map((ep) => {
-        const key = hostKey(ep.address, ep.port);
-        const reused = known.get(key);
-        known.delete(key);
-        reused?.refresh(ep);
-        return reused ?? new Host(ep.address, ep.port, ep);
-      });
-      // Pools of removed hosts drain: no new requests, in-flight ones finish.
-      for (const gone of known.values()) for (const pool of gone.pools.values()) pool.close();
+      const hosts = hostsFor(prev?.hosts ?? [], assignment?.endpoints ?? []);
       const lb = createLoadBalancer(cluster.lbPolicy);
       const resources = prev?.resources ?? new ClusterResources(cluster.name, cluster.circuitBreakers);
       resources.limits = cluster.circuitBreakers;

@@ -49,6 +49,28 @@ t.test('unchanged clusters keep their state; a changed one is rebuilt and its ou
   for (const s of cm.all()) s.outlier?.stop();
 });
 
+t.test('hosts that stay are kept, by address and port, in small clusters and large; pools of the rest drain', async (t) => {
+  for (const size of [3, 40]) {
+    const cm = new ClusterManager();
+    const c = cluster(`c${size}`);
+    const ports = Array.from({ length: size }, (_, i) => 1000 + i);
+    cm.update(snapshot([c], [cla(c.name, ...ports)]));
+    const before = cm.get(c.name)!.hosts;
+    const closed: number[] = [];
+    for (const h of before) h.pools.set('bolt', { close: () => closed.push(h.port) });
+    // The first host goes, the rest stay in another order, one is new and one is listed twice.
+    const next = [...ports.slice(1).reverse(), 999, ports[1]!];
+    cm.update(snapshot([c], [cla(c.name, ...next)]));
+    const after = cm.get(c.name)!.hosts;
+    t.same(after.map((h) => h.port), next, `${size} hosts: in the new order`);
+    for (const h of after.slice(0, size - 1)) t.equal(h, before.find((b) => b.port === h.port), `${size} hosts: port ${h.port} is the same Host`);
+    t.notOk(before.includes(after[size - 1]!), `${size} hosts: the new one is a new Host`);
+    t.notOk(before.includes(after[size]!), `${size} hosts: an endpoint listed twice gets a Host of its own the second time`);
+    t.same(closed, [1000], `${size} hosts: only the pools of the host gone are closed`);
+    for (const s of cm.all()) s.outlier?.stop();
+  }
+});
+
 t.test('a kept state does not keep the states it was made beside', async (t) => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
