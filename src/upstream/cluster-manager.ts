@@ -78,7 +78,7 @@ function hostsFor(known: readonly Host[], endpoints: readonly Endpoint[]): Host[
     reused.refresh(ep);
     return reused;
   });
-  for (const gone of left) if (gone) for (const pool of gone.pools.values()) pool.close();
+  for (const gone of left) gone?.closePools();
   return hosts;
 }
 
@@ -109,7 +109,7 @@ export class ClusterManager {
     }
     for (const [name, gone] of this.states) {
       if (next.has(name)) continue;
-      for (const h of gone.hosts) for (const pool of h.pools.values()) pool.close();
+      for (const h of gone.hosts) h.closePools();
       gone.outlier?.stop();
       gone.resources.retire();
       this.checkers.get(name)?.stop();

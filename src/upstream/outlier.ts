@@ -25,12 +25,17 @@ export class OutlierDetector {
   }
 
   report(host: Host, outcome: Outcome): void {
-    const o = host.outlier;
-    const c = this.config;
     if (outcome === 'success') {
-      o.consecutive5xx = o.consecutiveGateway = o.consecutiveLocal = 0;
+      const seen = host.outlier;
+      // A host with no counts of its own has nothing to reset: it stays on the shared zeros.
+      if (seen.consecutive5xx || seen.consecutiveGateway || seen.consecutiveLocal) {
+        const o = host.outlierCounts();
+        o.consecutive5xx = o.consecutiveGateway = o.consecutiveLocal = 0;
+      }
       return;
     }
+    const o = host.outlierCounts();
+    const c = this.config;
     if (outcome === 'local-origin' && c.splitExternalLocalOriginErrors) {
       if (++o.consecutiveLocal >= c.consecutiveLocalOriginFailure) this.eject(host, 'consecutive_local_origin_failure', c.enforcingLocalOrigin);
       return;
@@ -45,7 +50,7 @@ export class OutlierDetector {
   }
 
   private eject(host: Host, reason: string, enforcing: number): void {
-    const o = host.outlier;
+    const o = host.outlierCounts();
     o.consecutive5xx = o.consecutiveGateway = o.consecutiveLocal = 0;
     if (o.ejectedUntil > Date.now() || Math.random() * 100 >= enforcing) return;
     const all = this.hostsOf();
@@ -63,7 +68,7 @@ export class OutlierDetector {
   private arm(): void {
     this.timer = setInterval(() => {
       const now = Date.now();
-      for (const h of this.hostsOf()) if (h.outlier.ejectedUntil <= now && h.outlier.times > 0 && now - h.outlier.ejectedUntil > this.config.baseEjectionTimeMs) h.outlier.times--;
+      for (const h of this.hostsOf()) if (h.outlier.ejectedUntil <= now && h.outlier.times > 0 && now - h.outlier.ejectedUntil > this.config.baseEjectionTimeMs) h.outlierCounts().times--;
     }, this.config.intervalMs).unref();
   }
 

@@ -57,7 +57,7 @@ t.test('hosts that stay are kept, by address and port, in small clusters and lar
     cm.update(snapshot([c], [cla(c.name, ...ports)]));
     const before = cm.get(c.name)!.hosts;
     const closed: number[] = [];
-    for (const h of before) h.pools.set('bolt', { close: () => closed.push(h.port) });
+    for (const h of before) h.addPool('bolt', { close: () => closed.push(h.port) });
     // The first host goes, the rest stay in another order, one is new and one is listed twice.
     const next = [...ports.slice(1).reverse(), 999, ports[1]!];
     cm.update(snapshot([c], [cla(c.name, ...next)]));

@@ -281,14 +281,14 @@ export class MultiplexPool {
   /** The endpoint left the cluster: in-flight requests finish, then the connections close. */
   close(): void {
     this.draining = true;
-    if (this.host.pools.get(this.codec.name) === this) this.host.pools.delete(this.codec.name);
+    this.host.dropPool(this.codec.name, this);
     for (const c of [...this.conns]) c.drain();
     if (this.conns.length === 0) clearInterval(this.keepalive);
   }
 }
 
 export function poolFor(host: Host, codec: Codec, cluster: Cluster): MultiplexPool {
-  let pool = host.pools.get(codec.name) as MultiplexPool | undefined;
-  if (!pool) host.pools.set(codec.name, (pool = new MultiplexPool(host, codec, cluster)));
+  let pool = host.pool(codec.name) as MultiplexPool | undefined;
+  if (!pool) host.addPool(codec.name, (pool = new MultiplexPool(host, codec, cluster)));
   return pool;
 }
