@@ -73,7 +73,7 @@ export class Host {
 
   /** The counts to write to (outlier detection): this host's own from now on. */
   outlierCounts(): OutlierCounts {
-    if (this.outlier === NO_OUTLIER) this.outlier = { consecutive5xx: 0, consecutiveGateway: 0, consecutiveLocal: 0, times: 0, ejectedUntil: 0 };
+    if (this.outlier === NO_OUTLIER) this.outlier = { ...NO_OUTLIER };
     return this.outlier as OutlierCounts;
   }
 
