@@ -12,7 +12,9 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY protocols ./protocols
+COPY scripts/bundle.mjs ./scripts/
 RUN npx tsc -p tsconfig.build.json \
+  && node scripts/bundle.mjs \
   && npm prune --omit=dev --no-audit --no-fund \
   && keep="$(node -p 'process.platform + "_" + process.arch')" \
   && find node_modules/koffi/build/koffi -mindepth 1 -maxdepth 1 ! -name "$keep" -exec rm -rf {} + \
@@ -31,13 +33,12 @@ FROM scratch
 COPY --from=files /rootfs /
 COPY --from=build /src/package.json /app/package.json
 COPY --from=build /src/node_modules /app/node_modules
-COPY --from=build /src/dist/src /app/dist/src
-COPY --from=build /src/dist/protocols /app/dist/protocols
+COPY --from=build /src/dist/bundle /app/dist/bundle
 COPY proto /app/proto
 COPY image/pilot-agent /usr/local/bin/pilot-agent
 ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Istio's template mounts a read-only root: the sidecar writes nothing outside its volumes.
 USER 1337:1337
 EXPOSE 15001 15006 15020 15021 15090
-ENTRYPOINT ["/usr/local/bin/node", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["/usr/local/bin/node", "/app/dist/bundle/main.js"]
 CMD ["run"]

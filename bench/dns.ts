@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { repoRoot } from './fixtures.js';
+import { repoRoot, sidecarMain } from './fixtures.js';
 import { freePort } from '../test/helpers/sidecar.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -58,7 +58,7 @@ interface Server {
 
 const names = Array.from({ length: NAMES }, (_, i) => ({ name: `com.bench.app${i % 50}.interface${i}`, ip: `10.${(i >> 8) & 255}.${i & 255}.1` }));
 
-async function xsidecar(dir: string, main = join(repoRoot, 'dist/src/cli/main.js'), name = 'xsidecar', extra: string[] = []): Promise<Server> {
+async function xsidecar(dir: string, main = sidecarMain, name = 'xsidecar', extra: string[] = []): Promise<Server> {
   const port = await freePort();
   const cfg = {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },

@@ -21,7 +21,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { boltCodec } from '../protocols/bolt/index.js';
 import { CodecError, NEED_MORE } from '../protocols/codec.js';
-import { templates } from './fixtures.js';
+import { sidecarMain, templates } from './fixtures.js';
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const SLOW = env('HOSTILE_SLOW', 25);
@@ -193,7 +193,7 @@ async function main(): Promise<void> {
   };
   const file = join(tmpdir(), 'xsidecar-bench-hostile.json');
   writeFileSync(file, JSON.stringify(cfg));
-  const sc = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
+  const sc = await start(process.execPath, [sidecarMain, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
   const pid = sc.child.pid!;
   const admin = sc.first.admin as string;
   const prom = (sc.first.prometheus as string).replace('0.0.0.0', '127.0.0.1');

@@ -22,7 +22,7 @@ import { NEED_MORE } from '../protocols/codec.js';
 import { findCodec } from '../protocols/registry.js';
 import { ISTIOD_SAN, makeMeshPki, type MeshPki, TOKEN } from '../test/helpers/mesh-ca.js';
 import { inboundChains, istioMutualMatches, meshCluster } from '../test/helpers/mesh-config.js';
-import { repoRoot, templates } from './fixtures.js';
+import { repoRoot, sidecarMain, templates } from './fixtures.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
@@ -95,7 +95,7 @@ interface Pair {
 async function sidecar(name: string, cfg: object, env: NodeJS.ProcessEnv, flags: string[]): Promise<{ child: ChildProcess; listeners: { name: string; address: string }[] }> {
   const file = join(tmpdir(), `xsidecar-bench-mtls-${name}.json`);
   writeFileSync(file, JSON.stringify({ admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } }, ...cfg }));
-  const s = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...flags], (o) => o.msg === 'xsidecar started', env);
+  const s = await start(process.execPath, [sidecarMain, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...flags], (o) => o.msg === 'xsidecar started', env);
   const health = String(s.first.health).replace('0.0.0.0', '127.0.0.1');
   for (let i = 0; ; i++) {
     if ((await fetch(`http://${health}/healthz/ready`).then((r) => r.status, () => 0)) === 200) break;

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { repoRoot } from './fixtures.js';
+import { repoRoot, sidecarMain } from './fixtures.js';
 import { runScale } from './xds-scale.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -71,7 +71,7 @@ async function xsidecar(name: string, filter: object, clusters: object[], extra:
   };
   const file = join(tmpdir(), `xsidecar-bench-${name}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const s = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], (o) => o.msg === 'xsidecar started');
+  const s = await start(process.execPath, [sidecarMain, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], (o) => o.msg === 'xsidecar started');
   const listeners = s.first.listeners as { name: string; address: string }[];
   return { name, pid: s.child.pid, target: listeners[0]!.address, stop: () => s.child.kill('SIGKILL') };
 }

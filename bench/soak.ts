@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { NEED_MORE } from '../protocols/codec.js';
 import { findCodec } from '../protocols/registry.js';
-import { repoRoot, templates } from './fixtures.js';
+import { repoRoot, sidecarMain, templates } from './fixtures.js';
 
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
 const RATE = Number(process.env.SOAK_RATE ?? 1000);
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   };
   const file = join(tmpdir(), `xsidecar-soak-${process.pid}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const sidecar = await start(process.execPath, [join(dist, 'src/cli/main.js'), 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
+  const sidecar = await start(process.execPath, [sidecarMain, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0'], (o) => o.msg === 'xsidecar started');
   const target = (sidecar.first.listeners as { address: string }[])[0]!.address;
   const [host, port] = target.split(':') as [string, string];
   const pid = sidecar.child.pid!;

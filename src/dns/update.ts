@@ -3,7 +3,7 @@
  * CLASS ANY / CLASS NONE forms that say "delete this RRset" or "this RRset must not exist". Sent signed
  * (TSIG) over TCP; the result is the rcode, or the TSIG error when the server rejected the signature.
  */
-import { randomInt } from 'node:crypto';
+import { crypto } from '../sys/builtins.js';
 import { tcpExchange } from './forward.js';
 import type { Upstream } from './resolv.js';
 import { ipToBuffer } from './table.js';
@@ -69,7 +69,7 @@ export interface UpdateResult {
 }
 
 export async function sendUpdate(server: Upstream, zone: string, key: TsigKey, prerequisites: readonly UpdateRecord[], updates: readonly UpdateRecord[], timeoutMs: number): Promise<UpdateResult> {
-  const signed = sign(buildUpdate(randomInt(0, 65536), zone, prerequisites, updates), key);
+  const signed = sign(buildUpdate(crypto().randomInt(0, 65536), zone, prerequisites, updates), key);
   let resp: Buffer;
   try {
     resp = await tcpExchange(server, signed.message, timeoutMs);

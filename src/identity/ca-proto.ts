@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../sys/package-root.js';
 import protobuf from 'protobufjs';
 
 const require = createRequire(import.meta.url);
@@ -31,7 +31,7 @@ let cached: CaProtos | undefined;
 
 export function caProtos(): CaProtos {
   if (cached) return cached;
-  const ours = fileURLToPath(new URL('../../../proto/', import.meta.url)); // dist/src/identity -> repository root
+  const ours = packagePath('proto');
   const wkt = dirname(require.resolve('protobufjs/package.json'));
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => (target.startsWith('google/protobuf/') ? join(wkt, target) : join(ours, target));

@@ -8,7 +8,7 @@
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../sys/package-root.js';
 import protobuf from 'protobufjs';
 import { installProto3JsonReaders } from './proto-json.js';
 import { messageNameOf } from './type-urls.js';
@@ -62,7 +62,7 @@ export const DUMP_PROTOS: readonly string[] = [
 
 function includeDirs(): string[] {
   const deps = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
-  const ours = fileURLToPath(new URL('../../../proto/', import.meta.url)); // dist/src/xds -> repository root
+  const ours = packagePath('proto');
   const wkt = dirname(require.resolve('protobufjs/package.json')); // google/protobuf/*.proto
   return [ours, join(deps, 'envoy-api'), join(deps, 'xds'), join(deps, 'googleapis'), join(deps, 'protoc-gen-validate'), wkt];
 }

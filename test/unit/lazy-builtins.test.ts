@@ -2,16 +2,19 @@
  * The sidecar loads only what its config uses (sys/builtins.ts, sys/libc.ts): in a fresh process, its whole
  * server and the libc calls load neither Node's bundled undici (pulled in by an ESM import of node:http on
  * Node 24) nor node:tls and node:https (pulled in by koffi's entry point, or by our own imports); TLS
- * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer.
+ * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer. The
+ * shipped bundle, started on a static config, loads no node:crypto either (only DNS updates' TSIG needs it),
+ * and compacts its heap once, a moment after start.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { freePort } from '../helpers/sidecar.js';
-import { repoRoot } from '../helpers/paths.js';
+import { Proc } from '../helpers/netns.js';
+import { cliPath, repoRoot } from '../helpers/paths.js';
 
 const HEAVY = ['internal/deps/undici/undici', 'tls', 'https'];
 const opensslProblem = spawnSync('openssl', ['version']).status === 0 ? undefined : 'openssl is not installed';
@@ -73,4 +76,29 @@ t.test('TLS loads on first use: an HTTPS app probe against openssl s_server', { 
   t.same(o.before, [], 'not loaded before the probe');
   t.equal(o.result.status, 200, `the probe reached the app over TLS: ${o.result.body}`);
   t.ok(o.after.includes('tls') && o.after.includes('https'), 'loaded by it');
+});
+
+t.test('the shipped bundle on a static config: no crypto, tls, https or undici; one compaction after start', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xsidecar-lazy-'));
+  const out = join(dir, 'loaded.json');
+  // Preloaded into the sidecar (and kept across its re-exec with the heap defaults): what it has loaded, every 50 ms.
+  const preload = join(dir, 'report.cjs');
+  const heavy = [...HEAVY, 'crypto'];
+  // Written aside and renamed, so the test never reads a half-written file.
+  const report = `JSON.stringify(${JSON.stringify(heavy)}.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)))`;
+  writeFileSync(preload, `const fs = require('fs'); setInterval(() => { fs.writeFileSync(${JSON.stringify(out + '.new')}, ${report}); fs.renameSync(${JSON.stringify(out + '.new')}, ${JSON.stringify(out)}); }, 50).unref();`);
+  const config = join(dir, 'static.json');
+  writeFileSync(config, JSON.stringify({
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
+    static_resources: { listeners: [{ name: 'l4', address: { socket_address: { address: '127.0.0.1', port_value: 0 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'l4', cluster: 'c' } }] }] }], clusters: [{ name: 'c', type: 'STATIC', load_assignment: { cluster_name: 'c', endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 9 } } } }] }] } }] },
+  }));
+  // Through `env -u`: tap puts its own hooks into every node it sees spawned, and they load node:crypto.
+  const argv = ['-u', 'NODE_OPTIONS', process.execPath, '-r', preload, cliPath, 'run', '-c', config, '--health-port', '0', '--prometheus-port', '0', '--dns-port', '0'];
+  const proc = new Proc(spawn('env', argv, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } }), 'bundle');
+  t.teardown(() => proc.kill());
+  await proc.waitJson((o: { msg?: string }) => o.msg === 'xsidecar started');
+  const compacted = await proc.waitJson<{ msg?: string; pauseMs: number; rssBefore: number; rssAfter: number }>((o) => o.msg === 'memory: compacted after a config change', 5_000);
+  t.ok(compacted.pauseMs >= 0 && compacted.rssAfter > 0, `compacted once after a static start: ${JSON.stringify(compacted)}`);
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(JSON.parse(readFileSync(out, 'utf8')), [], 'none of the heavy built-ins is loaded');
 });
