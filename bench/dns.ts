@@ -9,7 +9,7 @@
  * DNS server reading on Node's event loop.
  * Each case runs BENCH_ROUNDS times (default 5), the servers taking turns; the report gives medians.
  * dnsperf and unbound are installed with apt-get when missing and root. Writes bench/results/dns.md.
- * `--main PATH` (repeatable) adds another build's cli/main.js as a server, for A/B runs in one invocation.
+ * `--main PATH` (repeatable) adds another build's entry point (dist/bundle/main.js; before the bundle, dist/src/cli/main.js) as a server, for A/B runs in one invocation.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = join(root, 'dist/bundle');
 
+// pino's transports cannot run from the bundle (they locate their worker with __dirname); the sidecar's
+// logger (src/observe/log.ts) uses none.
 // Loaded only when the config uses them (ADS, the CA client, a YAML file), or native: they stay in
 // node_modules and resolve there as before. Everything else loaded at start (pino, prom-client's files,
 // dns-packet) is bundled.

@@ -1,6 +1,6 @@
 /**
- * Imported first by main.ts: ESM evaluates a module's imports in order, so this runs before the rest of
- * the CLI is evaluated, and a re-exec with the heap defaults (heap.ts) costs no more than a bare start.
+ * Imported by main.ts before it imports the CLI, so this runs before any of the CLI is evaluated, and a
+ * re-exec with the heap defaults (heap.ts) costs no more than a bare start.
  */
 import { applyHeapDefaults } from './heap.js';
 

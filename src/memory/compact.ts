@@ -11,7 +11,7 @@
  *   4 MiB of live heap and fell to 60 MiB on a trim; well under a millisecond.
  */
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { vm } from '../sys/builtins.js';
+import { runInNewContext } from 'node:vm';
 import { loadLibc } from '../sys/libc.js';
 import { log } from '../observe/log.js';
 import { throttled } from '../observe/throttle.js';
@@ -43,7 +43,7 @@ let gc: ((options?: object) => void) | undefined;
 export function collectFully(): void {
   if (!gc) {
     setFlagsFromString('--expose-gc');
-    gc = vm().runInNewContext('gc') as (options?: object) => void;
+    gc = runInNewContext('gc') as (options?: object) => void;
   }
   // Node 20's V8 (11.3) skipped a last-resort collection asked for first (the heap stayed at 152 MB with
   // 2 M dead objects); after a regular full one it compacts and releases on both Node 20 and 24.

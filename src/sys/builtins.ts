@@ -12,7 +12,6 @@
  *   grpc-js loads it anyway as it loads: what this saves is a sidecar configured from a file.
  * - node:crypto, only for DNS updates (TSIG) and what ADS or the CA client load: bare `node` with an HTTP
  *   server 47.6 → 49.8 MiB (43.5 → 44.1) for loading it.
- * - node:vm, only for the first memory compaction (it reaches V8's gc()).
  *
  * Types still come from `import type`, which costs nothing at run time.
  */
@@ -31,4 +30,3 @@ function onFirstUse<M>(id: string): () => M {
 export const tls = onFirstUse<typeof import('node:tls')>('node:tls');
 export const https = onFirstUse<typeof import('node:https')>('node:https');
 export const crypto = onFirstUse<typeof import('node:crypto')>('node:crypto');
-export const vm = onFirstUse<typeof import('node:vm')>('node:vm');

@@ -3,6 +3,9 @@
  * operator gave, and applied to the real CLI process (by execve where Node has it).
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { containerLimit, heapFlags, holdYoungGeneration, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
 import { cliPath } from '../helpers/paths.js';
@@ -45,6 +48,25 @@ t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
   t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), ['--max-semi-space-size=4'], 'a flag given wins, nothing added');
   if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--stack-size=900'], 'other flags are kept');
+});
+
+t.test('the defaults are applied before any of the CLI is loaded', async (t) => {
+  // Preloaded: at the re-exec (execve) or the young generation's hold (setFlagsFromString), whichever comes
+  // first, which of the built-ins that only the CLI loads (DNS, the Bolt codec, pino, the metrics) are in.
+  const hook = `const heavy = ['dgram', 'zlib', 'worker_threads', 'perf_hooks']; let told = false;
+    const tell = (at) => { if (!told) { told = true; process.stderr.write('preflight ' + JSON.stringify({ at, loaded: heavy.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)) }) + '\\n'); } };
+    const v8 = require('v8'); const set = v8.setFlagsFromString; v8.setFlagsFromString = function () { tell('setFlagsFromString'); return set.apply(this, arguments); };
+    const execve = process.execve; if (execve) process.execve = function () { tell('execve'); return execve.apply(this, arguments); };`;
+  const dir = mkdtempSync(join(tmpdir(), 'xsidecar-preflight-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'hook.cjs'), hook);
+  // Through `env -u`: tap puts its own hooks into every node it sees spawned, and they load some of these.
+  const r = spawnSync('env', ['-u', 'NODE_OPTIONS', process.execPath, '-r', join(dir, 'hook.cjs'), cliPath, 'run', '-c', '/nonexistent/bootstrap.yaml'], { env: { ...process.env, XSIDECAR_HEAP_DEFAULTS: '' }, encoding: 'utf8' });
+  const m = /^preflight (.*)$/m.exec(r.stderr);
+  t.ok(m, `the defaults were applied: ${r.stderr.slice(0, 400)}`);
+  const seen = JSON.parse(m![1]!) as { at: string; loaded: string[] };
+  t.equal(seen.at, typeof (process as { execve?: unknown }).execve === 'function' ? 'execve' : 'setFlagsFromString');
+  t.same(seen.loaded, [], 'nothing of the CLI loaded yet');
 });
 
 t.test('without execve: the young generation held where it starts, by its growth factor', async (t) => {

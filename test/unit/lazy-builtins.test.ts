@@ -4,11 +4,11 @@
  * Node 24) nor node:tls and node:https (pulled in by koffi's entry point, or by our own imports); TLS
  * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer. The
  * shipped bundle, started on a static config, loads no node:crypto either (only DNS updates' TSIG needs it),
- * and compacts its heap once, a moment after start.
+ * and compacts its heap a moment after start.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -78,8 +78,9 @@ t.test('TLS loads on first use: an HTTPS app probe against openssl s_server', { 
   t.ok(o.after.includes('tls') && o.after.includes('https'), 'loaded by it');
 });
 
-t.test('the shipped bundle on a static config: no crypto, tls, https or undici; one compaction after start', async (t) => {
+t.test('the shipped bundle on a static config: no crypto, tls, https or undici; a compaction after start', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'xsidecar-lazy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'loaded.json');
   // Preloaded into the sidecar (and kept across its re-exec with the heap defaults): what it has loaded, every 50 ms.
   const preload = join(dir, 'report.cjs');
@@ -98,7 +99,7 @@ t.test('the shipped bundle on a static config: no crypto, tls, https or undici; 
   t.teardown(() => proc.kill());
   await proc.waitJson((o: { msg?: string }) => o.msg === 'xsidecar started');
   const compacted = await proc.waitJson<{ msg?: string; pauseMs: number; rssBefore: number; rssAfter: number }>((o) => o.msg === 'memory: compacted after a config change', 5_000);
-  t.ok(compacted.pauseMs >= 0 && compacted.rssAfter > 0, `compacted once after a static start: ${JSON.stringify(compacted)}`);
+  t.ok(compacted, `compacted after a static start (before, it never did): ${JSON.stringify(compacted)}`);
   await new Promise((r) => setTimeout(r, 200));
   t.same(JSON.parse(readFileSync(out, 'utf8')), [], 'none of the heavy built-ins is loaded');
 });
