@@ -87,6 +87,8 @@ t.test('without execve: the young generation held where it starts, by its growth
   };
   const held = newSpace(true);
   const grown = newSpace(false);
-  t.ok(held > 0 && held <= 4 * MIB, `held: ${(held / MIB).toFixed(1)} MiB of new space`);
+  // Alone it stays at the 4 MiB it starts with; under a loaded CI machine Node 24 once showed 5.8. Unheld,
+  // V8 grows it to 16-32 MiB, which the second check tells apart.
+  t.ok(held > 0 && held <= 8 * MIB, `held: ${(held / MIB).toFixed(1)} MiB of new space`);
   t.ok(grown >= 2 * held, `V8 alone grew it to ${(grown / MIB).toFixed(1)} MiB`);
 });
