@@ -21,7 +21,8 @@ async function endWithResponse(t: Test, api: 'GRPC' | 'DELTA_GRPC', attempt: num
   const server = await AdsServer.start({ resources: [edsCluster(SVC), cla(SVC, [{ address: '127.0.0.1', port: 9 }]), tcpListener('held', '127.0.0.1', port, SVC)], label: `hold-${api}-${attempt}` });
   t.teardown(() => server.kill());
   await server.command({ cmd: 'hold', types: ['cluster'] });
-  const sidecar = await SidecarProc.start(adsBootstrap({ xdsAddress: '127.0.0.1', xdsPort: server.port, apiType: api }));
+  // The DNS proxy off: its fixed port may be held by another test running alongside, which logs an error.
+  const sidecar = await SidecarProc.start(adsBootstrap({ xdsAddress: '127.0.0.1', xdsPort: server.port, apiType: api }), { args: ['--dns-port', '0'] });
   t.teardown(() => sidecar.kill('SIGKILL'));
   const first = await server.waitRequest(0, (r) => r.type === 'cluster' && r.kind === 'initial');
   const mark = server.mark;
