@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, registerDefaultMetric } from './prom.js';
+import { Counter, Gauge, Registry, registerDefaultMetrics } from './prom.js';
 
 /** One registry for the process, served on /stats/prometheus (admin and 15090). */
 export const registry = new Registry();
@@ -7,24 +7,11 @@ export const registry = new Registry();
  * prom-client's default metrics except `nodejs_gc_duration_seconds`: its PerformanceObserver on GC entries
  * added about 0.25 ms to the proxy's p99 at 5,000 req/s (A/B, 8 interleaved runs per variant; the rest of
  * the defaults made no measurable difference). prom-client 15 has no switch for one default metric, so
- * the others are registered one by one. Process CPU is ours (processCpuTotal below): prom-client's loads
- * `@opentelemetry/api` for exemplars.
+ * the others are registered one by one (the list is in prom.ts, which imports each). Process CPU is ours
+ * (processCpuTotal below): prom-client's loads `@opentelemetry/api` for exemplars.
  */
-const DEFAULT_METRICS_BUT_GC_AND_CPU = [
-  'processStartTime',
-  'osMemoryHeap',
-  'processOpenFileDescriptors',
-  'processMaxFileDescriptors',
-  'eventLoopLag',
-  'processResources',
-  'processHandles',
-  'processRequests',
-  'heapSizeAndUsed',
-  'heapSpacesSizeAndUsed',
-  'version',
-];
 const PROCESS_PREFIX = 'xsidecar_process_';
-for (const name of DEFAULT_METRICS_BUT_GC_AND_CPU) registerDefaultMetric(name, registry, { prefix: PROCESS_PREFIX, eventLoopMonitoringPrecision: 10 });
+registerDefaultMetrics(registry, { prefix: PROCESS_PREFIX, eventLoopMonitoringPrecision: 10 });
 
 /** The same three counters prom-client's processCpuTotal makes, set from process.cpuUsage() when scraped. */
 function processCpuTotal(): void {

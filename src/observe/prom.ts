@@ -30,8 +30,8 @@ export type Registry = Prom.Registry;
 
 type DefaultMetric = (r: Registry, config: object) => void;
 
-/** The default metrics the sidecar registers (observe/metrics.ts says which it leaves out, and why). */
-const DEFAULT_METRICS = {
+/** The default metrics the sidecar registers, in prom-client's order (observe/metrics.ts says which it leaves out, and why). */
+const DEFAULT_METRICS = [
   processStartTime,
   osMemoryHeap,
   processOpenFileDescriptors,
@@ -43,9 +43,9 @@ const DEFAULT_METRICS = {
   heapSizeAndUsed,
   heapSpacesSizeAndUsed,
   version,
-} as Record<string, DefaultMetric>;
+] as DefaultMetric[];
 
-/** prom-client's default metric of one name (lib/metrics/<name>.js), registered on `registry`. */
-export function registerDefaultMetric(name: string, registry: Registry, config: object): void {
-  DEFAULT_METRICS[name]!(registry, config);
+/** Registers those default metrics on `registry`. */
+export function registerDefaultMetrics(registry: Registry, config: object): void {
+  for (const register of DEFAULT_METRICS) register(registry, config);
 }
