@@ -92,6 +92,10 @@ function generate(round: number, ports: { outbound: number; inbound: number }, i
       (c.eds_cluster_config as Json).service_name = name;
       c.connect_timeout = `${10 + (round % 2)}s`;
       (((c.metadata as Json).filter_metadata as Json).istio as Json).services = [{ host: fqdn, name: `svc-${s}`, namespace: `ns-${s % 20}` }];
+      // As istiod makes them: an SNI per cluster, the SAN of the service's account.
+      const tls = (((c.transport_socket_matches as Json[])[0]!.transport_socket as Json).typed_config as Json);
+      tls.sni = `outbound_.${port}_.${subset}_.${fqdn}`;
+      (((tls.common_tls_context as Json).combined_validation_context as Json).default_validation_context as Json).match_subject_alt_names = [{ exact: `spiffe://cluster.local/ns/ns-${s % 20}/sa/svc-${s}` }];
       out.push(c);
       const cla = clone(T.cla);
       cla.cluster_name = name;

@@ -28,7 +28,7 @@ const CLUSTER_IGNORED = [
   'load_balancing_policy', 'dns_resolution_config', 'typed_dns_resolver_config', 'wait_for_warm_on_init',
 ];
 
-const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
 /**
  * One object per distinct match: a mesh's 10,000 endpoints carry a handful (Istio: `tlsMode: istio` or
@@ -64,7 +64,7 @@ function istioWorkload(md: unknown): string | undefined {
 }
 
 /** metadata.filter_metadata.istio.services (`[{host, name, namespace}]`); entries without a host are skipped. */
-function istioServicesOf(md: unknown): IstioService[] | undefined {
+export function istioServicesOf(md: unknown): IstioService[] | undefined {
   const services = istioMetadata(md)?.services;
   if (!Array.isArray(services)) return undefined;
   const out = services.filter((x): x is IstioService => typeof x === 'object' && x !== null && typeof (x as IstioService).host === 'string');
@@ -130,6 +130,33 @@ export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeCo
   return { clusterName, endpoints, raw: value };
 }
 
+/** An lb_policy by its enum number when it needs no warning (xds/cluster-wire.ts), else undefined. */
+export function lbPolicyAt(n: number): LbPolicy | undefined {
+  const p = LB_POLICIES[n];
+  if (p === 'ROUND_ROBIN' || p === 'LEAST_REQUEST' || p === 'RANDOM') return p;
+  return p === 'CLUSTER_PROVIDED' ? 'ROUND_ROBIN' : undefined;
+}
+
+/** Every cluster is made here, whichever decoder read it, so all have one shape. */
+export function newCluster(c: Cluster): Cluster {
+  return {
+    name: c.name,
+    type: c.type,
+    connectTimeoutMs: c.connectTimeoutMs,
+    lbPolicy: c.lbPolicy,
+    loadAssignment: c.loadAssignment,
+    edsServiceName: c.edsServiceName,
+    upstreamBindAddress: c.upstreamBindAddress,
+    transportSocketMatches: c.transportSocketMatches,
+    transportSocket: c.transportSocket,
+    circuitBreakers: c.circuitBreakers,
+    outlierDetection: c.outlierDetection,
+    healthChecks: c.healthChecks,
+    istioServices: c.istioServices,
+    raw: c.raw,
+  };
+}
+
 function lbPolicyOf(r: ObjReader): LbPolicy {
   const p = r.enumOf('lb_policy', LB_POLICIES, 'ROUND_ROBIN');
   if (p === 'ROUND_ROBIN' || p === 'LEAST_REQUEST' || p === 'RANDOM') return p;
@@ -155,7 +182,7 @@ export function decodeCluster(value: unknown, path: string, ctx: DecodeContext):
   const upstreamBindAddress = bind ? decodeBareSocketAddress(bind.requiredObj('source_address')).address : undefined;
   bind?.ignore('freebind', 'socket_options', 'additional_source_addresses', 'extra_source_addresses');
   bind?.done();
-  const cluster: Cluster = {
+  const cluster = newCluster({
     name,
     type,
     connectTimeoutMs: r.durationMs('connect_timeout') ?? DEFAULT_CONNECT_TIMEOUT_MS,
@@ -170,7 +197,7 @@ export function decodeCluster(value: unknown, path: string, ctx: DecodeContext):
     healthChecks: decodeHealthChecks(r.objList('health_checks'), codecs.map((c) => c.name)),
     istioServices: istioServicesOf(r.raw('metadata')),
     raw: value,
-  };
+  });
   r.ignore(...CLUSTER_IGNORED);
   r.done();
   return cluster;

@@ -44,6 +44,12 @@ const NODE_VERSION: Record<(typeof VERSIONS)[number], TlsVersion | undefined> = 
   TLS_AUTO: undefined, TLSv1_0: 'TLSv1', TLSv1_1: 'TLSv1.1', TLSv1_2: 'TLSv1.2', TLSv1_3: 'TLSv1.3',
 };
 
+/** A TlsParameters version by its enum number, as decodeCommon reads it; undefined for a number it refuses. */
+export function tlsVersionAt(n: number, fallback: TlsVersion): TlsVersion | undefined {
+  const name = VERSIONS[n];
+  return name === undefined ? undefined : (NODE_VERSION[name] ?? fallback);
+}
+
 const TLS_TYPE = /(Upstream|Downstream)TlsContext$|^envoy\.transport_sockets\.tls$/;
 const RAW_TYPE = /RawBuffer$|^envoy\.transport_sockets\.raw_buffer$/;
 

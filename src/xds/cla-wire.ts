@@ -18,52 +18,7 @@ import { newEndpoint, sharedSocketMatch } from '../config/cluster.js';
 import { SharedTable } from '../config/shared-table.js';
 import { type ClusterLoadAssignment, type Endpoint, HEALTH_STATUSES } from '../config/model.js';
 import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
-
-const VARINT = 0, LEN = 2;
-const tag = (field: number, wire: number) => (field << 3) | wire;
-
-/** Not an error: this shape is left to the general decoder. */
-const ELSEWHERE = Symbol('left to the general decoder');
-function elsewhere(): never {
-  throw ELSEWHERE;
-}
-
-/** google.protobuf.UInt32Value: its value (0 when absent, as proto3 JSON reads it). */
-function uint32Wrapper(c: WireCursor, end: number): number {
-  let v = 0;
-  while (c.pos < end) {
-    if (c.tag(end) !== tag(1, VARINT)) elsewhere();
-    v = c.uint32(end);
-  }
-  return v;
-}
-
-/** A google.protobuf.Struct whose values are all non-empty strings. */
-function stringStruct(c: WireCursor, end: number): Map<string, string> {
-  const fields = new Map<string, string>();
-  while (c.pos < end) {
-    if (c.tag(end) !== tag(1, LEN)) elsewhere();
-    const entryEnd = c.delimited(end);
-    let key = '';
-    let value: string | undefined;
-    let valueSeen = false;
-    while (c.pos < entryEnd) {
-      const t = c.tag(entryEnd);
-      if (t === tag(1, LEN)) key = c.string(entryEnd);
-      else if (t === tag(2, LEN) && !valueSeen) {
-        valueSeen = true;
-        const valueEnd = c.delimited(entryEnd);
-        while (c.pos < valueEnd) {
-          if (c.tag(valueEnd) !== tag(3, LEN)) elsewhere(); // google.protobuf.Value.string_value only
-          value = c.string(valueEnd);
-        }
-      } else elsewhere();
-    }
-    if (!value) elsewhere();
-    fields.set(key, value);
-  }
-  return fields;
-}
+import { elsewhere, LEN, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
 
 interface EndpointMetadata {
   readonly transportSocketMatch: Readonly<Record<string, string>> | undefined;

@@ -11,6 +11,7 @@ import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
 import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
 import { claFromWire } from './cla-wire.js';
+import { clusterFromWire } from './cluster-wire.js';
 import type { XdsProtos } from './protos.js';
 import { asBuffer } from './wire-json.js';
 import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
@@ -47,6 +48,15 @@ const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnT
   listener: (p, ctx) => decodeListener(p, '', ctx),
   route: (p, ctx) => decodeRouteConfiguration(p, '', ctx),
 };
+
+/** The model read straight from the bytes (cla-wire.ts, cluster-wire.ts), its warnings added to `ctx`; undefined: the general way. */
+function fromWire(protos: XdsProtos, kind: ConfigKind, bytes: Uint8Array, ctx: ReturnType<typeof newContext>): ClusterLoadAssignment | Cluster | undefined {
+  if (kind === 'endpoint') return claFromWire(bytes);
+  if (kind !== 'cluster') return undefined;
+  const read = clusterFromWire(protos, bytes);
+  if (read) ctx.warnings.push(...read.warnings);
+  return read?.cluster;
+}
 
 /**
  * A Resource whose proto3 JSON (its `raw`, and its model's) is made again from its bytes when read: what
@@ -88,7 +98,7 @@ export function decodeResources(
   items.forEach((item, i) => {
     let name = item.name ?? `#${i}`;
     let raw: Record<string, unknown> | undefined;
-    let direct: ClusterLoadAssignment | undefined;
+    let direct: ClusterLoadAssignment | Cluster | undefined;
     try {
       const digest = digestOf(item.any.value);
       byDigest ??= new Map([...previous.values()].map((r) => [r.digest, r]));
@@ -100,10 +110,11 @@ export function decodeResources(
         resources.push(known);
         return;
       }
-      // istiod's endpoints are read straight from the wire; any other shape, and every other kind, the general way.
-      direct = kind === 'endpoint' && item.any.type_url === typeUrl ? claFromWire(item.any.value) : undefined;
+      // istiod's endpoints and clusters are read straight from the wire; any other shape, and every other kind, the general way.
+      const ctx = newContext();
+      direct = item.any.type_url === typeUrl ? fromWire(protos, kind, item.any.value, ctx) : undefined;
       let inner: string;
-      if (direct) inner = direct.clusterName;
+      if (direct) inner = kind === 'endpoint' ? (direct as ClusterLoadAssignment).clusterName : (direct as Cluster).name;
       else {
         const unpacked = unpackAny(protos, item.any, typeUrl);
         inner = unpacked.name;
@@ -114,17 +125,26 @@ export function decodeResources(
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
-      const ctx = newContext();
       const config = direct ?? DECODERS[kind](raw!, ctx);
       resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
       if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
-      // Read directly, it has no proto3 JSON yet: a rejection shows it (config_dump's failed_configuration).
-      if (direct) raw = unpackAny(protos, item.any, typeUrl).plain;
+      // Read directly, it has no proto3 JSON yet: a rejection shows it (config_dump's failed_configuration)
+      // when the general decoder can make one.
+      if (direct) raw = rawOrUndefined(protos, item.any, typeUrl);
       failures.push({ name, raw, message: failureMessage(kind, name, e) });
     }
   });
   return { resources, failures };
+}
+
+function rawOrUndefined(protos: XdsProtos, any: AnyMessage, typeUrl: string): Record<string, unknown> | undefined {
+  try {
+    return unpackAny(protos, any, typeUrl).plain;
+  } catch (e) {
+    if (e instanceof UnpackError) return undefined;
+    throw e;
+  }
 }
 
 export interface Statics {

@@ -488,12 +488,15 @@ class Reader extends WireCursor {
 
 }
 
-/** The message of `type` in `bytes` as proto3 JSON; a WireError says what is wrong with the bytes. */
-export function wireToJson(type: protobuf.Type, bytes: Uint8Array): Plain {
+/**
+ * The message of `type` in `bytes` as proto3 JSON; a WireError says what is wrong with the bytes. `depth`:
+ * how deep the message sits in the resource it was cut from, so the nesting limit counts from the top.
+ */
+export function wireToJson(type: protobuf.Type, bytes: Uint8Array, depth = 0): Plain {
   const buf = asBuffer(bytes);
   const r = new Reader(buf, type.root as protobuf.Root);
   try {
-    return r.message(planOf(type), buf.length, 0, undefined) as Plain;
+    return r.message(planOf(type), buf.length, depth, undefined) as Plain;
   } catch (e) {
     if (e instanceof WireError) throw e;
     try {

@@ -13,6 +13,7 @@ import { fromProto3Json } from '../../src/xds/proto-json.js';
 import { loadXdsProtos } from '../../src/xds/protos.js';
 import { decodeResources } from '../../src/xds/resources.js';
 import { TYPE_URL } from '../../src/xds/type-urls.js';
+import { prng } from '../helpers/prng.js';
 import { DSB, type Json, readFixture } from './harness.js';
 
 const client = loadXdsProtos();
@@ -121,17 +122,6 @@ t.test('decoded through decodeResources: /config_dump still shows the resource a
   t.strictSame(resources[0]!.raw, unpackAny(client, { type_url: TYPE_URL.endpoint, value: bytes }).plain);
   t.equal((resources[0]!.config as ClusterLoadAssignment).endpoints.length, 3);
 });
-
-/** Seeded, so a failure can be run again: xorshift32. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 
 t.test('corrupted copies: never a throw; whatever is read directly is what the general decoder makes', async (t) => {
   const good = claBytes(made[0]!);
