@@ -8,7 +8,8 @@
  * Read here: the shape istiod sends for an outbound EDS cluster (name, type, EDS service name, connect
  * timeout, LB policy, circuit breakers, outlier detection, the `istio` metadata, `transport_socket_matches`
  * with Istio's mTLS context or a raw buffer). Parts decoded the same way for many clusters (circuit
- * breakers, outlier detection) go the general way once per distinct bytes; fields the model ignores are
+ * breakers, outlier detection, a service's metadata) go the general way once per distinct bytes, and
+ * every push sends the same bytes again; fields the model ignores are
  * still parsed, once per distinct bytes, so that bytes the general way would refuse are refused. Anything
  * else (another field, a field sent twice that would merge, a value the model warns about) gives
  * undefined and the resource goes the general way, which accepts it or says what is wrong. So what is read
