@@ -8,11 +8,8 @@
  * Istio's pilot-agent setting GOMEMLIMIT from the container's limit, we size V8 from
  * `process.constrainedMemory()` (the cgroup limit):
  *
- * - `--min-semi-space-size` and `--max-semi-space-size`: a small young generation, held at its minimum
- *   (memory/young-generation.ts) except while an xDS push is decoded, when it may grow to the maximum,
- *   and a memory-reducing collection after the push shrinks it back. Scavenges get more frequent but each
- *   is short; the data path allocates little per request, so CPU per request does not move measurably. A
- *   push, where everything decoded survives, is where a small one costs: the maximum is for it.
+ * - `--max-semi-space-size`: a small, fixed young generation. Scavenges get more frequent but each is
+ *   short; the data path allocates little per request, so CPU per request does not move measurably.
  * - `--max-old-space-size`: three quarters of the container's limit (the rest: young generation, code,
  *   Buffers, the binary), between 96 MiB and 2 GiB; without a container limit, V8's own default. It is a
  *   hard limit (V8 aborts past it), so it is never set below what a large mesh needs; the overload
@@ -25,18 +22,11 @@
  * the young generation is held at its initial size (holdYoungGeneration).
  */
 import { totalmem } from 'node:os';
-import { holdYoungGenerationSize } from '../memory/young-generation.js';
+import { setFlagsFromString } from 'node:v8';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
 /** MiB. Measured: 1 and 2 MiB hold RSS the same, 1 MiB costs more scavenges (bench/xds-scale.ts). */
 export const SEMI_SPACE_MIB = 2;
-/**
- * MiB, the most a push may grow a semi-space to (three of them are committed at most: up to 48 MiB for
- * the moments of a large push). On the 1,000-service mesh (Node 24): a full push 277 → 156 ms, ready
- * 273 → 250 ms, RSS at ready and after the pushes, once compacted, the same. With a container limit,
- * no more than 1/64 of it (a 256 MiB pod: 4 MiB).
- */
-export const PUSH_SEMI_SPACE_MIB = 16;
 const MIB = 1024 * 1024;
 
 /** The container's memory limit in bytes, or undefined when there is none (or it is above the machine's RAM). */
@@ -51,10 +41,7 @@ const has = (args: readonly string[], flag: string) => args.map((a) => a.replace
 /** The heap flags to add, given what is already set. */
 export function heapFlags(limitBytes: number | undefined, given: readonly string[]): string[] {
   const flags: string[] = [];
-  if (!has(given, '--max-semi-space-size') && !has(given, '--min-semi-space-size')) {
-    const push = limitBytes === undefined ? PUSH_SEMI_SPACE_MIB : Math.min(PUSH_SEMI_SPACE_MIB, Math.max(SEMI_SPACE_MIB, Math.floor(limitBytes / 64 / MIB)));
-    flags.push(`--min-semi-space-size=${SEMI_SPACE_MIB}`, `--max-semi-space-size=${push}`);
-  }
+  if (!has(given, '--max-semi-space-size')) flags.push(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
   if (limitBytes !== undefined && !has(given, '--max-old-space-size')) {
     const mib = Math.min(2048, Math.max(96, Math.floor((limitBytes * 0.75) / MIB)));
     flags.push(`--max-old-space-size=${mib}`);
@@ -73,22 +60,16 @@ export function heapFlags(limitBytes: number | undefined, given: readonly string
  */
 export function holdYoungGeneration(given: readonly string[]): boolean {
   if (has(given, '--max-semi-space-size') || has(given, '--semi-space-growth-factor')) return false;
-  holdYoungGenerationSize({ widensForConfig: false });
+  setFlagsFromString('--semi-space-growth-factor=1');
   return true;
 }
-
-/** HEAP_ENV in the re-executed process: the defaults are in, and whether its young generation is ours to size. */
-const APPLIED = 'applied', APPLIED_YOUNG = 'applied-young';
 
 /**
  * Re-executes this process with the heap defaults when they are missing and execve exists (else holds the
  * young generation where it starts); returns only when nothing needs to change (or cannot be changed).
- * Re-executed with our semi-space sizes, it holds the young generation at the minimum and lets xDS pushes
- * widen it (memory/young-generation.ts).
  */
 export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
-  if (env[HEAP_ENV] === APPLIED_YOUNG) holdYoungGenerationSize({ widensForConfig: true });
-  if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === APPLIED || env[HEAP_ENV] === APPLIED_YOUNG) return;
+  if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied') return;
   const execve = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
   const given = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
   if (typeof execve !== 'function') {
@@ -99,6 +80,6 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
   if (flags.length === 0) return;
   const next: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
-  next[HEAP_ENV] = flags.some((f) => f.startsWith('--max-semi-space-size=')) ? APPLIED_YOUNG : APPLIED;
+  next[HEAP_ENV] = 'applied';
   execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
 }

@@ -5,7 +5,6 @@
  * state-of-the-world and delta stream clients both drive it.
  */
 import type { Logger } from '../observe/log.js';
-import { withYoungGenerationWidened } from '../memory/young-generation.js';
 import { metrics } from '../observe/metrics.js';
 import { unpackAny } from './any.js';
 import type { Cluster, Listener } from '../config/model.js';
@@ -101,11 +100,6 @@ export class XdsEngine {
   /** Accepts or rejects one response; returns the NACK message when rejected. */
   handle(kind: ResourceKind, input: ResponseInput): string | undefined {
     if (kind === 'nametable') return this.handleNameTable(input);
-    // All of a push's new config survives its decoding: scavenges in a small young generation would copy it over and over.
-    return withYoungGenerationWidened(() => this.handleConfig(kind, input));
-  }
-
-  private handleConfig(kind: Exclude<ResourceKind, 'nametable'>, input: ResponseInput): string | undefined {
     const now = new Date().toISOString();
     const before = this.state.active[kind];
     const decoded = decodeResources(this.opts.protos, kind, input.items, before, input.version, now);
