@@ -130,12 +130,14 @@ export function decodeLoadAssignment(value: unknown, path: string, ctx: DecodeCo
   return { clusterName, endpoints, raw: value };
 }
 
-/** An lb_policy by its enum number when it needs no warning (xds/cluster-wire.ts), else undefined. */
-export function lbPolicyAt(n: number): LbPolicy | undefined {
-  const p = LB_POLICIES[n];
+/** The policy xsidecar runs for an lb_policy, or undefined for one it does not implement. */
+function implementedLbPolicy(p: (typeof LB_POLICIES)[number] | undefined): LbPolicy | undefined {
   if (p === 'ROUND_ROBIN' || p === 'LEAST_REQUEST' || p === 'RANDOM') return p;
   return p === 'CLUSTER_PROVIDED' ? 'ROUND_ROBIN' : undefined;
 }
+
+/** An lb_policy by its enum number when it needs no warning (xds/cluster-wire.ts), else undefined. */
+export const lbPolicyAt = (n: number): LbPolicy | undefined => implementedLbPolicy(LB_POLICIES[n]);
 
 /** Every cluster is made here, whichever decoder read it, so all have one shape. */
 export function newCluster(c: Cluster): Cluster {
@@ -159,8 +161,8 @@ export function newCluster(c: Cluster): Cluster {
 
 function lbPolicyOf(r: ObjReader): LbPolicy {
   const p = r.enumOf('lb_policy', LB_POLICIES, 'ROUND_ROBIN');
-  if (p === 'ROUND_ROBIN' || p === 'LEAST_REQUEST' || p === 'RANDOM') return p;
-  if (p === 'CLUSTER_PROVIDED') return 'ROUND_ROBIN';
+  const implemented = implementedLbPolicy(p);
+  if (implemented) return implemented;
   r.ctx.warnings.push(`${r.at('lb_policy')}: ${p} is not implemented, using ROUND_ROBIN`);
   return 'ROUND_ROBIN';
 }

@@ -18,7 +18,7 @@ import { newEndpoint, sharedSocketMatch } from '../config/cluster.js';
 import { SharedTable } from '../config/shared-table.js';
 import { type ClusterLoadAssignment, type Endpoint, HEALTH_STATUSES } from '../config/model.js';
 import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
-import { elsewhere, LEN, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
+import { directly, elsewhere, LEN, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
 
 interface EndpointMetadata {
   readonly transportSocketMatch: Readonly<Record<string, string>> | undefined;
@@ -169,7 +169,7 @@ function policy(c: WireCursor, end: number): void {
 
 /** The model of one serialized ClusterLoadAssignment, or undefined when the general decoder must read it. */
 export function claFromWire(bytes: Uint8Array): ClusterLoadAssignment | undefined {
-  try {
+  return directly(() => {
     const buf = asBuffer(bytes);
     const c = new WireCursor(buf);
     const end = buf.length;
@@ -185,9 +185,6 @@ export function claFromWire(bytes: Uint8Array): ClusterLoadAssignment | undefine
         policy(c, c.delimited(end));
       } else elsewhere();
     }
-    if (!clusterName) return undefined;
-    return { clusterName, endpoints, raw: undefined };
-  } catch {
-    return undefined;
-  }
+    return clusterName ? { clusterName, endpoints, raw: undefined } : undefined;
+  });
 }

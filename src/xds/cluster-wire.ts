@@ -103,20 +103,27 @@ function stringMatcher(c: WireCursor, end: number): StringMatcher {
   return kind ? { kind, value, ignoreCase } : elsewhere();
 }
 
-/** SdsSecretConfig: its name (the config source is Istio's SDS, which xsidecar answers itself). */
-function sdsSecretName(c: WireCursor, end: number, types: Types, sourceDepth: number): string {
+/**
+ * A message of a name and a config source (SdsSecretConfig, Cluster.EdsClusterConfig): the name ('' when
+ * absent). The source is only parsed: xsidecar answers Istio's SDS itself, and EDS comes over ADS.
+ */
+function nameBesideSource(c: WireCursor, end: number, fields: { name: number; source: number }, types: Types, sourceDepth: number): string {
   let name = '';
   let sourceSeen = false;
   while (c.pos < end) {
     const t = c.tag(end);
-    if (t === tag(1, LEN)) name = c.string(end);
-    else if (t === tag(2, LEN) && !sourceSeen) {
+    if (t === tag(fields.name, LEN)) name = c.string(end);
+    else if (t === tag(fields.source, LEN) && !sourceSeen) {
       sourceSeen = true;
       skipParsed(types.configSource, sourceDepth, c, c.delimited(end));
     } else elsewhere();
   }
-  return name || elsewhere();
+  return name;
 }
+
+/** SdsSecretConfig: its name, which the general decoder requires. */
+const sdsSecretName = (c: WireCursor, end: number, types: Types, sourceDepth: number): string =>
+  nameBesideSource(c, end, { name: 1, source: 2 }, types, sourceDepth) || elsewhere();
 
 /** CommonTlsContext.CombinedCertificateValidationContext: the SANs to match, and the roots' secret. */
 function combinedValidation(c: WireCursor, end: number, types: Types): { matchSans: StringMatcher[]; validationSecret?: string } {
@@ -227,20 +234,9 @@ function socketMatch(c: WireCursor, end: number, index: number, types: Types): T
   return { name: name || `match-${index}`, match: Object.fromEntries(match ?? []), tls };
 }
 
-/** Cluster.EdsClusterConfig: its service name (the config source is ignored by the model, as by the general way). */
-function edsServiceName(c: WireCursor, end: number, types: Types): string | undefined {
-  let name: string | undefined;
-  let sourceSeen = false;
-  while (c.pos < end) {
-    const t = c.tag(end);
-    if (t === tag(2, LEN)) name = c.string(end) || undefined;
-    else if (t === tag(1, LEN) && !sourceSeen) {
-      sourceSeen = true;
-      skipParsed(types.configSource, DEPTH.edsConfig, c, c.delimited(end));
-    } else elsewhere();
-  }
-  return name;
-}
+/** Cluster.EdsClusterConfig: its service name. */
+const edsServiceName = (c: WireCursor, end: number, types: Types): string | undefined =>
+  nameBesideSource(c, end, { name: 2, source: 1 }, types, DEPTH.edsConfig) || undefined;
 
 /** The model of one serialized Cluster with the warnings it gives, or undefined when the general decoder must read it. */
 export function clusterFromWire(protos: XdsProtos, bytes: Uint8Array): { cluster: Cluster; warnings: string[] } | undefined {

@@ -49,13 +49,17 @@ const DECODERS: Record<ConfigKind, (plain: Record<string, unknown>, ctx: ReturnT
   route: (p, ctx) => decodeRouteConfiguration(p, '', ctx),
 };
 
-/** The model read straight from the bytes (cla-wire.ts, cluster-wire.ts), its warnings added to `ctx`; undefined: the general way. */
-function fromWire(protos: XdsProtos, kind: ConfigKind, bytes: Uint8Array, ctx: ReturnType<typeof newContext>): ClusterLoadAssignment | Cluster | undefined {
-  if (kind === 'endpoint') return claFromWire(bytes);
+/** The model read straight from the bytes (cla-wire.ts, cluster-wire.ts) and its name, its warnings added to `ctx`; undefined: the general way. */
+function fromWire(protos: XdsProtos, kind: ConfigKind, bytes: Uint8Array, ctx: ReturnType<typeof newContext>): { name: string; config: ClusterLoadAssignment | Cluster } | undefined {
+  if (kind === 'endpoint') {
+    const cla = claFromWire(bytes);
+    return cla && { name: cla.clusterName, config: cla };
+  }
   if (kind !== 'cluster') return undefined;
   const read = clusterFromWire(protos, bytes);
-  if (read) ctx.warnings.push(...read.warnings);
-  return read?.cluster;
+  if (!read) return undefined;
+  ctx.warnings.push(...read.warnings);
+  return { name: read.cluster.name, config: read.cluster };
 }
 
 /**
@@ -98,7 +102,7 @@ export function decodeResources(
   items.forEach((item, i) => {
     let name = item.name ?? `#${i}`;
     let raw: Record<string, unknown> | undefined;
-    let direct: ClusterLoadAssignment | Cluster | undefined;
+    let direct: ReturnType<typeof fromWire>;
     try {
       const digest = digestOf(item.any.value);
       byDigest ??= new Map([...previous.values()].map((r) => [r.digest, r]));
@@ -114,7 +118,7 @@ export function decodeResources(
       const ctx = newContext();
       direct = item.any.type_url === typeUrl ? fromWire(protos, kind, item.any.value, ctx) : undefined;
       let inner: string;
-      if (direct) inner = kind === 'endpoint' ? (direct as ClusterLoadAssignment).clusterName : (direct as Cluster).name;
+      if (direct) inner = direct.name;
       else {
         const unpacked = unpackAny(protos, item.any, typeUrl);
         inner = unpacked.name;
@@ -125,7 +129,7 @@ export function decodeResources(
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
-      const config = direct ?? DECODERS[kind](raw!, ctx);
+      const config = direct?.config ?? DECODERS[kind](raw!, ctx);
       resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
       if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
