@@ -147,8 +147,8 @@ t.test('Kiali graph queries over a real Prometheus scraping outbound and inbound
   const topo = createTopology(`it${process.pid % 100000}`, 2);
   const procs: Proc[] = [];
   let prom: Prometheus | undefined;
-  t.teardown(() => {
-    prom?.stop();
+  t.teardown(async () => {
+    await prom?.stop();
     procs.forEach((p) => p.kill('SIGKILL'));
     topo.destroy();
   });

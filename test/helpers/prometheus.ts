@@ -86,8 +86,10 @@ export class Prometheus {
     }
   }
 
-  stop(): void {
+  // Awaits the exit before removing its directory: until then it may still be writing its WAL there.
+  async stop(): Promise<void> {
     this.proc.kill('SIGKILL');
+    await this.proc.exited;
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

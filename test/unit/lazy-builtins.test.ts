@@ -80,7 +80,12 @@ t.test('TLS loads on first use: an HTTPS app probe against openssl s_server', { 
 
 t.test('the shipped bundle on a static config: no crypto, tls, https or undici; a compaction after start', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'xsidecar-lazy-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let proc: Proc | undefined;
+  // One teardown, in this order: the sidecar writes into the directory every 50 ms until it has exited.
+  t.teardown(async () => {
+    if (proc) { proc.kill('SIGKILL'); await proc.exited; }
+    rmSync(dir, { recursive: true, force: true });
+  });
   const out = join(dir, 'loaded.json');
   // Preloaded into the sidecar (and kept across its re-exec with the heap defaults): what it has loaded, every 50 ms.
   const preload = join(dir, 'report.cjs');
@@ -95,8 +100,7 @@ t.test('the shipped bundle on a static config: no crypto, tls, https or undici; 
   }));
   // Through `env -u`: tap puts its own hooks into every node it sees spawned, and they load node:crypto.
   const argv = ['-u', 'NODE_OPTIONS', process.execPath, '-r', preload, cliPath, 'run', '-c', config, '--health-port', '0', '--prometheus-port', '0', '--dns-port', '0'];
-  const proc = new Proc(spawn('env', argv, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } }), 'bundle');
-  t.teardown(() => proc.kill());
+  proc = new Proc(spawn('env', argv, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } }), 'bundle');
   await proc.waitJson((o: { msg?: string }) => o.msg === 'xsidecar started');
   const compacted = await proc.waitJson<{ msg?: string; pauseMs: number; rssBefore: number; rssAfter: number }>((o) => o.msg === 'memory: compacted after a config change', 5_000);
   t.ok(compacted, `compacted after a static start (before, it never did): ${JSON.stringify(compacted)}`);
