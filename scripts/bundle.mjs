@@ -2,6 +2,9 @@
 // benches run. Loading ~200 ES modules one by one costs every pod about 8 MiB of RSS at idle (the module
 // loader's records, and V8 compiling Node's own loader hot while it runs); a few files cost little. Code
 // loaded with `await import()` stays in chunks of its own, loaded as before only when the config asks.
+// Whitespace and syntax are minified, identifiers are not: stack traces keep their function names, and the
+// source V8 keeps in its heap for lazy compilation is a third smaller (idle RSS 0.5 MiB less on Node 20 and
+// 24; the same at ready).
 import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -32,5 +35,7 @@ await build({
   external,
   // Bundled CommonJS (pino, prom-client) calls require() for Node's built-ins; an ES module has none.
   banner: { js: "import { createRequire as __xsidecarCreateRequire } from 'node:module'; const require = __xsidecarCreateRequire(import.meta.url);" },
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: 'warning',
 });
