@@ -114,9 +114,8 @@ zone "fwd.test" { type primary; file "${dir}/fwd.test.zone"; };
     log: () => proc.lines.join('\n'),
     dig,
     async stop() {
-      proc.kill('SIGTERM');
       const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await proc.exited;
+      await proc.stop('SIGTERM');
       clearTimeout(t);
       rmSync(dir, { recursive: true, force: true });
     },

@@ -79,6 +79,12 @@ export class Proc {
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     if (this.child.exitCode === null) this.child.kill(signal);
   }
+
+  /** `kill`, then its exit: after it, nothing this process writes (a file in a directory to remove) is still being written. */
+  stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    this.kill(signal);
+    return this.exited;
+  }
 }
 
 export interface SpawnOptions {

@@ -88,8 +88,7 @@ export class Prometheus {
 
   // Awaits the exit before removing its directory: until then it may still be writing its WAL there.
   async stop(): Promise<void> {
-    this.proc.kill('SIGKILL');
-    await this.proc.exited;
+    await this.proc.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

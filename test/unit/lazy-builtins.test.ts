@@ -83,7 +83,7 @@ t.test('the shipped bundle on a static config: no crypto, tls, https or undici; 
   let proc: Proc | undefined;
   // One teardown, in this order: the sidecar writes into the directory every 50 ms until it has exited.
   t.teardown(async () => {
-    if (proc) { proc.kill('SIGKILL'); await proc.exited; }
+    await proc?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
   const out = join(dir, 'loaded.json');
