@@ -15,6 +15,10 @@
  *   hard limit (V8 aborts past it), so it is never set below what a large mesh needs; the overload
  *   manager's heap actions work against it, before it is reached.
  *
+ * The same re-exec also starts V8 with a high Maglev threshold until the sidecar has started
+ * (sys/tiering.ts), and glibc with MALLOC_MMAP_THRESHOLD_ (memory/mmap-threshold.ts), which fixes the
+ * allocator's threshold from the first allocation without loading koffi.
+ *
  * Flags given explicitly (on the command line or in NODE_OPTIONS) win; XSIDECAR_HEAP_DEFAULTS=off turns
  * the defaults off. They are applied by replacing the process with `process.execve` (Node ≥ 22.15 and
  * 23.11): no second process stays behind. Older Node has no execve, and a supervising parent would cost
@@ -23,6 +27,8 @@
  */
 import { totalmem } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
+import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from '../memory/mmap-threshold.js';
+import { startupTiering } from '../sys/tiering.js';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
 /** MiB. Measured: 1 and 2 MiB hold RSS the same, 1 MiB costs more scavenges (bench/xds-scale.ts). */
@@ -76,10 +82,13 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
     holdYoungGeneration(given);
     return;
   }
-  const flags = heapFlags(containerLimit(), given);
+  const tiering = startupTiering(given);
+  const flags = [...heapFlags(containerLimit(), given), ...tiering.flags];
   if (flags.length === 0) return;
   const next: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
+  Object.assign(next, tiering.env);
+  next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
   next[HEAP_ENV] = 'applied';
   execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
 }

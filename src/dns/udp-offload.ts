@@ -16,8 +16,13 @@
  * The main thread reads through a dgram socket made over a copy of the descriptor; the worker gets the
  * descriptor itself. A move closes one reader before the other starts, with the socket left open, so
  * queries that arrive meanwhile wait in its receive buffer and none is lost.
+ *
+ * In `auto`, the socket starts as a plain dgram socket and koffi loads on the first move, which takes over
+ * its descriptor: most pods never move, and koffi is 0.9 (Node 24) to 2.2 MiB (Node 20) of an idle
+ * sidecar's RSS.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { readdirSync } from 'node:fs';
 import { type AddressInfo, isIP } from 'node:net';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import type { Logger } from '../observe/log.js';
@@ -50,6 +55,7 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_RCVBUF = 8;
 const SO_RCVTIMEO = 20;
+const SO_TYPE = 3;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0x80000;
 const F_DUPFD_CLOEXEC = 1030;
@@ -102,6 +108,11 @@ export class UdpServer {
 
   async start(): Promise<AddressInfo> {
     const { address, port, mode, log } = this.opts;
+    if (mode === 'auto') {
+      this.dgram = await this.bindDgram({ port, address });
+      this.timer = setInterval(() => this.tick(), 1000).unref();
+      return this.dgram.address();
+    }
     this.libc = mode === 'off' ? null : offloadLibc();
     if (!this.libc) {
       if (mode === 'on') log.warn({ err: libcLoadError() }, 'dns: the UDP worker needs koffi on 64-bit Linux with glibc; reading UDP on the main thread');
@@ -123,7 +134,6 @@ export class UdpServer {
       this.fd = -1;
       throw e;
     }
-    if (mode === 'auto') this.timer = setInterval(() => this.tick(), 1000).unref();
     return bound;
   }
 
@@ -213,7 +223,7 @@ export class UdpServer {
 
   private async toWorker(why: object): Promise<void> {
     if (this.closed || this.worker) return;
-    const libc = this.libc!;
+    const libc = this.fd >= 0 ? this.libc! : this.takeOver();
     const { port1, port2 } = new MessageChannel();
     const control = new SharedArrayBuffer(8);
     const init: WorkerInit = { fd: this.fd, control, port: port2, table: this.opts.table.snapshot, latencyBounds: this.opts.latencyBounds };
@@ -249,6 +259,19 @@ export class UdpServer {
     // The dgram socket made the shared file description non-blocking; the worker blocks, with a timeout.
     libc.fcntl(this.fd, F_SETFL, libc.fcntl(this.fd, F_GETFL, 0) & ~O_NONBLOCK);
     this.opts.log.info(why, 'dns: UDP queries moved to a worker thread');
+  }
+
+  /** auto, on the first move: koffi, and a descriptor of our own for the dgram socket's socket. */
+  private takeOver(): Libc {
+    const libc = (this.libc ??= offloadLibc());
+    if (!libc) throw new Error(`the UDP worker needs koffi on 64-bit Linux with glibc: ${libcLoadError() ?? 'not this platform'}`);
+    const fd = descriptorOf(libc, this.dgram!.address());
+    if (fd === undefined) throw new Error('the UDP socket\'s descriptor was not found in /proc/self/fd');
+    const own = libc.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) throw new Error(`fcntl(F_DUPFD_CLOEXEC): ${errnoName(libc.errno())}`);
+    this.fd = own;
+    if (libc.setsockopt(own, SOL_SOCKET, SO_RCVTIMEO, readTimeout(), 16) !== 0) throw new Error(`setsockopt(SO_RCVTIMEO): ${errnoName(libc.errno())}`);
+    return libc;
   }
 
   private async toMain(why?: object): Promise<void> {
@@ -299,6 +322,13 @@ function sockaddr(address: string, port: number): Buffer | undefined {
   return sa;
 }
 
+/** struct timeval: a worker's blocking reads time out so that it sees its stop flag. */
+function readTimeout(): Buffer {
+  const timeout = Buffer.alloc(16);
+  timeout.writeBigInt64LE(BigInt(WORKER_POLL_US), 8);
+  return timeout;
+}
+
 /** A UDP socket bound to address:port, blocking reads timing out so a worker can see its stop flag. */
 function openSocket(libc: Libc, address: string, port: number): number {
   const sa = sockaddr(address, port);
@@ -307,8 +337,6 @@ function openSocket(libc: Libc, address: string, port: number): number {
   if (fd < 0) throw new Error(`socket: ${errnoName(libc.errno())}`);
   const rcvbuf = Buffer.alloc(4);
   rcvbuf.writeInt32LE(1 << 20);
-  const timeout = Buffer.alloc(16);
-  timeout.writeBigInt64LE(BigInt(WORKER_POLL_US), 8);
   const step = (what: string, rc: number) => {
     if (rc === 0) return;
     const err = errnoName(libc.errno());
@@ -316,9 +344,29 @@ function openSocket(libc: Libc, address: string, port: number): number {
     throw new Error(`${what}: ${err}`);
   };
   step('setsockopt(SO_RCVBUF)', libc.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, rcvbuf, 4));
-  step('setsockopt(SO_RCVTIMEO)', libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, 16));
+  step('setsockopt(SO_RCVTIMEO)', libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, readTimeout(), 16));
   step('bind', libc.bind(fd, sa, sa.length));
   return fd;
+}
+
+/**
+ * The descriptor of the UDP socket bound to `bound`, found among this process's: dgram does not give its
+ * own (its `_handle` is deprecated), and the TCP listener on the same port is told apart by SO_TYPE.
+ */
+function descriptorOf(libc: Libc, bound: AddressInfo): number | undefined {
+  const type = Buffer.alloc(4);
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (libc.getsockopt(fd, SOL_SOCKET, SO_TYPE, type, [4]) !== 0 || type.readInt32LE(0) !== SOCK_DGRAM) continue;
+    let at: AddressInfo;
+    try {
+      at = socketName(libc, fd);
+    } catch {
+      continue;
+    }
+    if (at.port === bound.port && ipToBuffer(at.address)?.equals(ipToBuffer(bound.address) ?? Buffer.alloc(0))) return fd;
+  }
+  return undefined;
 }
 
 function socketName(libc: Libc, fd: number): AddressInfo {

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Listener, SocketAddress } from '../config/model.js';
 import type { Snapshot } from '../config/snapshot.js';
 import { sameSource } from '../config/source.js';
+import { mapLargeBlocksAlone } from '../memory/compact.js';
 import { log } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
 import { throttled } from '../observe/throttle.js';
@@ -109,6 +110,7 @@ export class ListenerManager {
     const closeNow = () => socket.destroy();
     const onClosed = (fn: () => void) => void socket.once('close', fn);
     if (this.overload && !this.overload.admit(b.listener.name, closeNow, onClosed)) return;
+    mapLargeBlocksAlone(); // once, before the first proxied byte
     const snapshot = this.snapshot!;
     const receiving = b.listener;
     metrics.downstreamCx.inc({ listener: receiving.name });

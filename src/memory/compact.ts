@@ -10,14 +10,21 @@
  * - `malloc_trim(0)`: measured with 40 connections growing 15 MiB frames, RSS stayed at 562 MiB with
  *   4 MiB of live heap and fell to 60 MiB on a trim; well under a millisecond.
  */
+import { readFileSync } from 'node:fs';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadLibc } from '../sys/libc.js';
+import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from './mmap-threshold.js';
 import { log } from '../observe/log.js';
 import { throttled } from '../observe/throttle.js';
 
-/** RSS beyond what V8 and Buffers account for, below which a trim is not worth it. */
-const TRIM_SLACK_BYTES = 16 * 1024 * 1024;
+/**
+ * Anonymous RSS beyond what V8 and Buffers account for, below which a trim is not worth it. The binary's
+ * resident pages (about 40 MiB of `node`) are file pages, not counted: against the whole RSS every check
+ * looked worth a trim. Node's own native memory (libuv, ICU, OpenSSL) is about 2 MiB of the rest on a
+ * static config.
+ */
+const TRIM_SLACK_BYTES = 4 * 1024 * 1024;
 /** After a config change: wait this long for the pushes to settle, then compact once. */
 const CONFIG_SETTLE_MS = 1000;
 /**
@@ -30,11 +37,6 @@ const CONFIG_MIN_SPACING_MS = 10_000;
 
 /** glibc's mallopt parameter. */
 const M_MMAP_THRESHOLD = -3;
-/**
- * Above Node's 64 KiB socket reads and the 128 KiB blocks of ordinary traffic (glibc's initial threshold),
- * so only the rare large blocks pay a mapping each.
- */
-const MMAP_THRESHOLD_BYTES = 256 * 1024;
 
 let quietUntil = 0;
 let gc: ((options?: object) => void) | undefined;
@@ -58,12 +60,20 @@ export function collectFully(): void {
  * it rises to that block's size (up to 32 MiB), and from then on multi-MiB buffers come from the heap,
  * where freed ones stay resident until a trim. Setting it fixes it. Measured in bench/hostile.ts (40
  * connections growing partial frames toward 15 MiB).
+ *
+ * Called before the first large block can exist (the first proxied connection, the xDS client's start)
+ * rather than at start: it needs koffi, which an idle sidecar on a static config otherwise never loads
+ * (0.9 MiB of RSS on Node 24, 2.2 MiB on Node 20). Once per process. Where the process started with
+ * MALLOC_MMAP_THRESHOLD_ (the re-exec with the heap defaults sets it), glibc fixed the threshold already.
  */
-export function mapLargeBlocksAlone(): boolean {
-  const done = loadLibc()?.mallopt?.(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
-  if (!done) log.info('memory: the allocator\'s mmap threshold could not be fixed (needs koffi and glibc); freed large buffers may stay resident until a trim');
-  return done;
+export function mapLargeBlocksAlone(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (largeBlocksAlone !== undefined) return largeBlocksAlone;
+  if (env[MMAP_THRESHOLD_ENV]) return (largeBlocksAlone = true);
+  largeBlocksAlone = loadLibc()?.mallopt?.(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
+  if (!largeBlocksAlone) log.info('memory: the allocator\'s mmap threshold could not be fixed (needs koffi and glibc); freed large buffers may stay resident until a trim');
+  return largeBlocksAlone;
 }
+let largeBlocksAlone: boolean | undefined;
 
 /** What V8 accounts for: its heap (committed) and the memory of Buffers (`h`: statistics already read). */
 export function accountedBytes(h = getHeapStatistics()): number {
@@ -71,18 +81,36 @@ export function accountedBytes(h = getHeapStatistics()): number {
 }
 
 /**
- * When RSS exceeds what V8 accounts for by more than the slack, hands glibc's free memory back. A trim
- * that releases little (fragmentation, the binary's own pages) holds further trims off for a minute.
+ * Anonymous resident memory (the heaps of V8 and glibc, stacks), from /proc/self/status without koffi;
+ * the whole RSS where /proc is not there.
+ */
+export function anonymousRss(status = procStatus()): number {
+  const m = status === undefined ? null : /^RssAnon:\s+(\d+) kB/m.exec(status);
+  return m ? Number(m[1]) * 1024 : process.memoryUsage.rss();
+}
+
+function procStatus(): string | undefined {
+  try {
+    return readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When anonymous memory exceeds what V8 accounts for by more than the slack, hands glibc's free memory
+ * back. A trim that releases little (fragmentation) holds further trims off for a minute.
  */
 export function giveBackMemory(accounted = accountedBytes()): void {
-  const rss = process.memoryUsage.rss();
-  if (rss - accounted < TRIM_SLACK_BYTES || Date.now() < quietUntil) return;
+  const anon = anonymousRss();
+  if (anon - accounted < TRIM_SLACK_BYTES || Date.now() < quietUntil) return;
   const libc = loadLibc();
   if (!libc?.mallocTrim) return;
+  const rss = process.memoryUsage.rss();
   libc.mallocTrim(0);
   const after = process.memoryUsage.rss();
-  if (rss - after < TRIM_SLACK_BYTES / 4) quietUntil = Date.now() + 60_000;
-  throttled.log('info', 'malloc trim', { rssBefore: rss, rssAfter: after, accounted }, 'memory: returned freed heap to the OS');
+  if (rss - after < TRIM_SLACK_BYTES) quietUntil = Date.now() + 60_000;
+  throttled.log('info', 'malloc trim', { rssBefore: rss, rssAfter: after, anonBefore: anon, accounted }, 'memory: returned freed heap to the OS');
 }
 
 let configTimer: NodeJS.Timeout | undefined;

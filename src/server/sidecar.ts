@@ -12,6 +12,7 @@ import type { WorkloadIdentity } from '../identity/workload-identity.js';
 import { ListenerManager } from '../listener/listener-manager.js';
 import { OverloadManager } from '../listener/overload.js';
 import { raiseDescriptorLimit } from '../listener/rlimit.js';
+import { endStartupTiering } from '../sys/tiering.js';
 import { compactAfterConfig, mapLargeBlocksAlone } from '../memory/compact.js';
 import { log } from '../observe/log.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
@@ -68,7 +69,6 @@ export class Sidecar implements AdminView {
     private readonly bootstrap: Bootstrap,
     private readonly opts: SidecarOptions,
   ) {
-    mapLargeBlocksAlone();
     // The soft descriptor limit goes up to the hard one first: the connection limit is derived from it.
     this.overload = new OverloadManager(bootstrap.protection ?? defaultProtection(), raiseDescriptorLimit());
     this.listenerManager = new ListenerManager(this.clusterManager, opts.drainTimeoutMs, this.overload);
@@ -83,6 +83,7 @@ export class Sidecar implements AdminView {
     if (usesAds(this.bootstrap, this.opts.xdsAddress)) {
       // Loaded only when needed: gRPC and the protobuf schema cost a static-config sidecar ~100 ms at start.
       const { createXdsClient, expandOpaqueAnys, xdsNeedsIdentity } = await import('../xds/client.js');
+      mapLargeBlocksAlone(); // before the first push's buffers
       this.expandAnys = expandOpaqueAnys;
       this.xdsNeedsCertificate = xdsNeedsIdentity(this.bootstrap, this.opts.xdsAddress);
       // Istio's injector always sets CA_ADDR: the CA client then runs, but readiness waits for its
@@ -143,6 +144,7 @@ export class Sidecar implements AdminView {
       },
       'xsidecar started',
     );
+    endStartupTiering();
     if (this.current === 'LIVE') this.dns?.live();
     if (this.xdsNeedsCertificate && this.identity) {
       // mTLS to istiod needs the certificate first; the CA client retries with backoff until it has one.

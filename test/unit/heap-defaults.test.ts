@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { containerLimit, heapFlags, holdYoungGeneration, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { endStartupTiering, RESTORE_ENV, startupTiering } from '../../src/sys/tiering.js';
 import { cliPath } from '../helpers/paths.js';
 
 const MIB = 1024 * 1024;
@@ -41,13 +42,29 @@ t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started 
   const r = run({});
   t.equal(r.status, 1, 'a missing bootstrap is still a clear error');
   t.match(r.stderr, /nonexistent\/bootstrap\.yaml/);
-  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`], 're-executed once with the defaults');
+  const maglev = startupTiering([]).flags;
+  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev], 're-executed once with the defaults');
   else t.same(seen(r), [[]], 'no execve (Node 20): V8\'s defaults, one process');
   t.ok(seen(r).length <= 2, 'never more than one re-exec');
 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
-  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), ['--max-semi-space-size=4'], 'a flag given wins, nothing added');
-  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--stack-size=900'], 'other flags are kept');
+  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), [...(hasExecve ? maglev : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the start-up tiering still is)');
+  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev, '--stack-size=900'], 'other flags are kept');
+  if (hasExecve) t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
+});
+
+t.test('start-up tiering: a high Maglev threshold where V8\'s default is known, put back once', async (t) => {
+  t.same(startupTiering([], '13.6.233.17-node.44'), { flags: ['--invocation-count-for-maglev=10000'], env: { [RESTORE_ENV]: '400' } }, 'Node 24');
+  t.same(startupTiering([], '12.4.254.21-node.33').flags, ['--invocation-count-for-maglev=10000'], 'Node 22');
+  t.same(startupTiering([], '11.3.244.8-node.33'), { flags: [], env: {} }, 'Node 20: Maglev is off');
+  t.same(startupTiering([], '14.1.0.0').flags, [], 'a V8 whose default is not known');
+  t.same(startupTiering(['--invocation_count_for_maglev=50'], '13.6.0').flags, [], 'a threshold given wins');
+  t.same(startupTiering(['--maglev'], '13.6.0').flags, [], 'so does --maglev');
+  const env: NodeJS.ProcessEnv = {};
+  t.equal(endStartupTiering(env), false, 'nothing raised: nothing to put back');
+  env[RESTORE_ENV] = 'x';
+  t.equal(endStartupTiering(env), false, 'not a number: left alone');
+  t.notOk(RESTORE_ENV in env, 'and removed');
 });
 
 t.test('the defaults are applied before any of the CLI is loaded', async (t) => {

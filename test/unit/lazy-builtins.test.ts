@@ -4,7 +4,7 @@
  * Node 24) nor node:tls and node:https (pulled in by koffi's entry point, or by our own imports); TLS
  * loads on first use, and works then: an HTTPS app probe against `openssl s_server`, a foreign peer. The
  * shipped bundle, started on a static config, loads no node:crypto either (only DNS updates' TSIG needs it),
- * and compacts its heap a moment after start.
+ * and compacts its heap a moment after start; nor koffi until its first proxied connection.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { RESTORE_ENV, startupTiering } from '../../src/sys/tiering.js';
 import { freePort } from '../helpers/sidecar.js';
 import { Proc } from '../helpers/netns.js';
 import { cliPath, repoRoot } from '../helpers/paths.js';
@@ -91,8 +92,10 @@ t.test('the shipped bundle on a static config: no crypto, tls, https or undici; 
   const preload = join(dir, 'report.cjs');
   const heavy = [...HEAVY, 'crypto'];
   // Written aside and renamed, so the test never reads a half-written file.
-  const report = `JSON.stringify(${JSON.stringify(heavy)}.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)))`;
-  writeFileSync(preload, `const fs = require('fs'); setInterval(() => { fs.writeFileSync(${JSON.stringify(out + '.new')}, ${report}); fs.renameSync(${JSON.stringify(out + '.new')}, ${JSON.stringify(out)}); }, 50).unref();`);
+  // Also: the V8 flags set at run time, and the start-up environment the re-exec (cli/heap.ts) gave.
+  const report = `JSON.stringify({ loaded: ${JSON.stringify(heavy)}.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)), flags, mmap: process.env.MALLOC_MMAP_THRESHOLD_ ?? null, restore: process.env.${RESTORE_ENV} ?? null, execArgv: process.execArgv })`;
+  writeFileSync(preload, `const fs = require('fs'); const v8 = require('v8'); const flags = []; const set = v8.setFlagsFromString; v8.setFlagsFromString = function (f) { flags.push(f); return set.apply(this, arguments); };
+    setInterval(() => { fs.writeFileSync(${JSON.stringify(out + '.new')}, ${report}); fs.renameSync(${JSON.stringify(out + '.new')}, ${JSON.stringify(out)}); }, 50).unref();`);
   const config = join(dir, 'static.json');
   writeFileSync(config, JSON.stringify({
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
@@ -101,9 +104,30 @@ t.test('the shipped bundle on a static config: no crypto, tls, https or undici; 
   // Through `env -u`: tap puts its own hooks into every node it sees spawned, and they load node:crypto.
   const argv = ['-u', 'NODE_OPTIONS', process.execPath, '-r', preload, cliPath, 'run', '-c', config, '--health-port', '0', '--prometheus-port', '0', '--dns-port', '0'];
   proc = new Proc(spawn('env', argv, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } }), 'bundle');
-  await proc.waitJson((o: { msg?: string }) => o.msg === 'xsidecar started');
+  const started = await proc.waitJson<{ msg?: string; listeners: { address: string }[] }>((o) => o.msg === 'xsidecar started');
   const compacted = await proc.waitJson<{ msg?: string; pauseMs: number; rssBefore: number; rssAfter: number }>((o) => o.msg === 'memory: compacted after a config change', 5_000);
   t.ok(compacted, `compacted after a static start (before, it never did): ${JSON.stringify(compacted)}`);
   await new Promise((r) => setTimeout(r, 200));
-  t.same(JSON.parse(readFileSync(out, 'utf8')), [], 'none of the heavy built-ins is loaded');
+  const seen = JSON.parse(readFileSync(out, 'utf8')) as { loaded: string[]; flags: string[]; mmap: string | null; restore: string | null; execArgv: string[] };
+  t.same(seen.loaded, [], 'none of the heavy built-ins is loaded');
+  const raised = startupTiering([]).flags;
+  if (typeof (process as { execve?: unknown }).execve === 'function') {
+    t.equal(seen.mmap, '262144', 're-executed with glibc\'s mmap threshold in the environment');
+    t.ok(raised.every((f) => seen.execArgv.includes(f)), `and Maglev's threshold raised for the start-up: ${seen.execArgv.join(' ')}`);
+    if (raised.length > 0) t.ok(seen.flags.includes('--invocation-count-for-maglev=400') && seen.restore === null, `put back once started: ${seen.flags.join(' ')}`);
+  } else t.same([seen.mmap, seen.flags.filter((f) => f.includes('maglev'))], [null, []], 'no execve (Node 20): neither');
+  // koffi (sys/libc.ts) neither: the descriptor limit comes from /proc, the allocator is tuned before the
+  // first proxied connection, and a trim check (every 5 s) finds nothing to trim on an idle sidecar.
+  const koffi = () => readFileSync(`/proc/${proc!.child.pid}/maps`, 'latin1').includes('koffi');
+  await new Promise((r) => setTimeout(r, 5_500));
+  t.notOk(koffi(), 'koffi is not loaded while the sidecar is idle, past a trim check');
+  const [host, port] = started.listeners[0]!.address.split(':');
+  await new Promise<void>((resolve) => connect(Number(port), host, () => resolve()).on('error', () => resolve()));
+  if (seen.mmap) {
+    await new Promise((r) => setTimeout(r, 500));
+    t.notOk(koffi(), 'nor after a proxied connection: glibc took the mmap threshold from the environment');
+  } else {
+    for (const deadline = Date.now() + 5_000; !koffi() && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    t.ok(koffi(), 'the first proxied connection loads it, to fix the allocator\'s mmap threshold');
+  }
 });

@@ -9,7 +9,7 @@ import t from 'tap';
 import { decodeBootstrap, parseConfigText } from '../../src/config/bootstrap.js';
 import { ConfigError } from '../../src/config/reader.js';
 import { connectionCeiling } from '../../src/listener/overload.js';
-import { raiseDescriptorLimit } from '../../src/listener/rlimit.js';
+import { raiseDescriptorLimit, readDescriptorLimit } from '../../src/listener/rlimit.js';
 import { LogThrottle } from '../../src/observe/throttle.js';
 import { FrameBuffer } from '../../src/proxy/xprotocol/frame-buffer.js';
 
@@ -61,6 +61,20 @@ t.test('the connection ceiling leaves descriptors for everything else and two pe
   const fds = raiseDescriptorLimit();
   if (!fds) return void t.pass('koffi not available: the raise is not checked');
   t.equal(fds.soft, fds.hard, 'the soft limit is raised to the hard one');
+});
+
+t.test('the descriptor limit is read from /proc/self/limits; libc is asked only when the soft one is below the hard one', async (t) => {
+  const limits = (soft: string, hard: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax processes             95524                95524                processes\nMax open files            ${soft}                ${hard}                files\n`;
+  t.same(readDescriptorLimit(limits('1024', '4096')), { soft: 1024n, hard: 4096n });
+  t.same(readDescriptorLimit(limits('unlimited', 'unlimited')), { soft: BigInt(Number.MAX_SAFE_INTEGER), hard: BigInt(Number.MAX_SAFE_INTEGER) });
+  t.equal(readDescriptorLimit('Max processes 1 1 processes\n'), undefined, 'no such line');
+  t.same(raiseDescriptorLimit(() => ({ soft: 300n, hard: 300n })), { soft: 300, hard: 300, was: 300 }, 'nothing to raise: taken as read');
+  const real = readDescriptorLimit();
+  t.ok(real && real.soft > 0n && real.hard >= real.soft, `this process: ${real?.soft}/${real?.hard}`);
+  // Claiming a soft limit below the real one sends it to libc, which reads (and keeps) the real pair.
+  const asked = raiseDescriptorLimit(() => ({ soft: 1n, hard: real!.hard }));
+  if (!asked) return void t.pass('koffi not available: the libc path is not checked');
+  t.same([asked.soft, asked.hard], [Number(real!.hard), Number(real!.hard)], 'libc read the real limits');
 });
 
 t.test('the frame buffer lets go of a partial frame once it is consumed or cleared', async (t) => {

@@ -50,3 +50,12 @@ t.test('160 MiB of freed 4 MiB buffers leave RSS at once when large blocks are m
   const control = run('default');
   t.ok(control.kept > 100, `without it, glibc keeps ${control.kept.toFixed(0)} MiB (why the setting exists)`);
 });
+
+t.test('the trim slack is measured on anonymous memory: the binary\'s file pages never make a trim look worthwhile', async (t) => {
+  const { anonymousRss } = (await import(compact)) as typeof import('../../src/memory/compact.js');
+  t.equal(anonymousRss('Name:\tnode\nRssAnon:\t   12345 kB\nRssFile:\t   40000 kB\n'), 12345 * 1024, 'RssAnon, in bytes');
+  t.ok(Math.abs(anonymousRss('') - process.memoryUsage.rss()) < 2 ** 20, 'without the line (no /proc): the whole RSS, as before');
+  const anon = anonymousRss();
+  const rss = process.memoryUsage.rss();
+  t.ok(anon > 0 && anon < rss, `this process: ${(anon / 2 ** 20).toFixed(1)} MiB anonymous of ${(rss / 2 ** 20).toFixed(1)} MiB resident`);
+});
