@@ -28,7 +28,7 @@
 import { totalmem } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from '../memory/mmap-threshold.js';
-import { startupTiering } from '../sys/tiering.js';
+import { hasFlag, startupTiering } from '../sys/tiering.js';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
 /** MiB. Measured: 1 and 2 MiB hold RSS the same, 1 MiB costs more scavenges (bench/xds-scale.ts). */
@@ -41,14 +41,12 @@ export function containerLimit(constrained = process.constrainedMemory?.(), tota
   return constrained;
 }
 
-/** V8 reads `--max_semi_space_size` and `--max-semi-space-size` alike. */
-const has = (args: readonly string[], flag: string) => args.map((a) => a.replace(/_/g, '-')).some((a) => a === flag || a.startsWith(`${flag}=`));
 
 /** The heap flags to add, given what is already set. */
 export function heapFlags(limitBytes: number | undefined, given: readonly string[]): string[] {
   const flags: string[] = [];
-  if (!has(given, '--max-semi-space-size')) flags.push(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
-  if (limitBytes !== undefined && !has(given, '--max-old-space-size')) {
+  if (!hasFlag(given, '--max-semi-space-size')) flags.push(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
+  if (limitBytes !== undefined && !hasFlag(given, '--max-old-space-size')) {
     const mib = Math.min(2048, Math.max(96, Math.floor((limitBytes * 0.75) / MIB)));
     flags.push(`--max-old-space-size=${mib}`);
   }
@@ -65,7 +63,7 @@ export function heapFlags(limitBytes: number | undefined, given: readonly string
  * its minimum of 2 at start-up; set at run time it is not checked again: Node 20's V8 is fixed at 11.3).
  */
 export function holdYoungGeneration(given: readonly string[]): boolean {
-  if (has(given, '--max-semi-space-size') || has(given, '--semi-space-growth-factor')) return false;
+  if (hasFlag(given, '--max-semi-space-size') || hasFlag(given, '--semi-space-growth-factor')) return false;
   setFlagsFromString('--semi-space-growth-factor=1');
   return true;
 }

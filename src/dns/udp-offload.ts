@@ -355,6 +355,7 @@ function openSocket(libc: Libc, address: string, port: number): number {
  */
 function descriptorOf(libc: Libc, bound: AddressInfo): number | undefined {
   const type = Buffer.alloc(4);
+  const ip = ipToBuffer(bound.address) ?? Buffer.alloc(0);
   for (const name of readdirSync('/proc/self/fd')) {
     const fd = Number(name);
     if (libc.getsockopt(fd, SOL_SOCKET, SO_TYPE, type, [4]) !== 0 || type.readInt32LE(0) !== SOCK_DGRAM) continue;
@@ -364,7 +365,7 @@ function descriptorOf(libc: Libc, bound: AddressInfo): number | undefined {
     } catch {
       continue;
     }
-    if (at.port === bound.port && ipToBuffer(at.address)?.equals(ipToBuffer(bound.address) ?? Buffer.alloc(0))) return fd;
+    if (at.port === bound.port && ipToBuffer(at.address)?.equals(ip)) return fd;
   }
   return undefined;
 }

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { loadLibc } from '../sys/libc.js';
+import { readProcSelf } from '../sys/proc.js';
 
 const RLIMIT_NOFILE = 7;
 
@@ -18,19 +18,11 @@ const toNumber = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MA
  * the FFI (0.9 MiB of RSS, kernel pages of koffi.node included) need not load for it. Undefined off Linux or
  * when the line is not there.
  */
-export function readDescriptorLimit(text = procLimits()): { soft: bigint; hard: bigint } | undefined {
+export function readDescriptorLimit(text = readProcSelf('limits')): { soft: bigint; hard: bigint } | undefined {
   const m = text === undefined ? null : /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
   if (!m) return undefined;
   const value = (s: string) => (s === 'unlimited' ? BigInt(Number.MAX_SAFE_INTEGER) : BigInt(s));
   return { soft: value(m[1]!), hard: value(m[2]!) };
-}
-
-function procLimits(): string | undefined {
-  try {
-    return readFileSync('/proc/self/limits', 'latin1');
-  } catch {
-    return undefined;
-  }
 }
 
 /**

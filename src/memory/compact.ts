@@ -10,10 +10,10 @@
  * - `malloc_trim(0)`: measured with 40 connections growing 15 MiB frames, RSS stayed at 562 MiB with
  *   4 MiB of live heap and fell to 60 MiB on a trim; well under a millisecond.
  */
-import { readFileSync } from 'node:fs';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadLibc } from '../sys/libc.js';
+import { readProcSelf } from '../sys/proc.js';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from './mmap-threshold.js';
 import { log } from '../observe/log.js';
 import { throttled } from '../observe/throttle.js';
@@ -66,9 +66,9 @@ export function collectFully(): void {
  * (0.9 MiB of RSS on Node 24, 2.2 MiB on Node 20). Once per process. Where the process started with
  * MALLOC_MMAP_THRESHOLD_ (the re-exec with the heap defaults sets it), glibc fixed the threshold already.
  */
-export function mapLargeBlocksAlone(env: NodeJS.ProcessEnv = process.env): boolean {
+export function mapLargeBlocksAlone(): boolean {
   if (largeBlocksAlone !== undefined) return largeBlocksAlone;
-  if (env[MMAP_THRESHOLD_ENV]) return (largeBlocksAlone = true);
+  if (process.env[MMAP_THRESHOLD_ENV]) return (largeBlocksAlone = true);
   largeBlocksAlone = loadLibc()?.mallopt?.(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
   if (!largeBlocksAlone) log.info('memory: the allocator\'s mmap threshold could not be fixed (needs koffi and glibc); freed large buffers may stay resident until a trim');
   return largeBlocksAlone;
@@ -84,17 +84,9 @@ export function accountedBytes(h = getHeapStatistics()): number {
  * Anonymous resident memory (the heaps of V8 and glibc, stacks), from /proc/self/status without koffi;
  * the whole RSS where /proc is not there.
  */
-export function anonymousRss(status = procStatus()): number {
+export function anonymousRss(status = readProcSelf('status')): number {
   const m = status === undefined ? null : /^RssAnon:\s+(\d+) kB/m.exec(status);
   return m ? Number(m[1]) * 1024 : process.memoryUsage.rss();
-}
-
-function procStatus(): string | undefined {
-  try {
-    return readFileSync('/proc/self/status', 'latin1');
-  } catch {
-    return undefined;
-  }
 }
 
 /**

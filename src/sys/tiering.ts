@@ -19,20 +19,18 @@ const FLAG = '--invocation-count-for-maglev';
 const V8_DEFAULT = 400;
 const AT_START = V8_DEFAULT * 25;
 
-const maglevFlag = (a: string) => {
-  const f = a.replace(/_/g, '-');
-  return f === '--maglev' || f === '--no-maglev' || f === FLAG || f.startsWith(`${FLAG}=`);
-};
+/** Whether `flag` is among `args`, bare or with a value; V8 reads `--a_b` and `--a-b` alike. */
+export const hasFlag = (args: readonly string[], flag: string) => args.map((a) => a.replace(/_/g, '-')).some((a) => a === flag || a.startsWith(`${flag}=`));
 
 /** Whether this V8 has Maglev on by default with the threshold we know (V8 12 and 13: Node 22 and 24). */
-export function knownMaglevDefault(v8 = process.versions.v8): boolean {
+function knownMaglevDefault(v8 = process.versions.v8): boolean {
   const major = Number(v8.split('.')[0]);
   return major >= 12 && major <= 13;
 }
 
 /** The flag (and the environment) for a start-up with a high Maglev threshold; none if Maglev is set already. */
 export function startupTiering(given: readonly string[], v8?: string): { flags: string[]; env: Record<string, string> } {
-  if (!knownMaglevDefault(v8) || given.some(maglevFlag)) return { flags: [], env: {} };
+  if (!knownMaglevDefault(v8) || ['--maglev', '--no-maglev', FLAG].some((f) => hasFlag(given, f))) return { flags: [], env: {} };
   return { flags: [`${FLAG}=${AT_START}`], env: { [RESTORE_ENV]: String(V8_DEFAULT) } };
 }
 
