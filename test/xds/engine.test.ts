@@ -104,6 +104,55 @@ t.test('a listener whose new routes have not arrived keeps serving its old versi
   t.same(engine.status().warming.listeners, []);
 });
 
+t.test('responses handled back to back make one Snapshot, built after them, and the names it needs are synced', async (t) => {
+  const published: Published[] = [];
+  let synced = 0;
+  const engine = new XdsEngine({
+    protos,
+    statics: { listeners: [], clusters: [] },
+    warming: { edsMs: 0, rdsMs: 0 },
+    fetchTimeoutMs: { cluster: 0, listener: 0 },
+    publish: async (p) => void published.push(p),
+    onWantedNamesChanged: () => synced++,
+    log: silent,
+  });
+  const handle = (kind: ResourceKind, version: string, resources: Json[], replaceAll: boolean) =>
+    engine.handle(kind, { items: resources.map((r) => ({ any: encodeAny(r) })), version, replaceAll });
+  // As a push's responses are read together: no turn of the event loop between them.
+  t.equal(handle('cluster', 'v1', clusters(), true), undefined);
+  t.equal(handle('endpoint', 'v1', [fx('cla_outbound_9080_reviews.json')], false), undefined);
+  t.equal(handle('listener', 'v1', listeners(), true), undefined);
+  t.equal(handle('route', 'v1', [fx('route_9080.json'), fx(`route_geo.hotel-res.svc.cluster.local_8083.json`)], false), undefined);
+  t.equal(published.length, 0, 'nothing built while they are handled');
+  await tick();
+  t.equal(published.length, 1, 'one Snapshot for the four');
+  t.same(published[0]!.versions, { cluster: 'v1', endpoint: 'v1', listener: 'v1', route: 'v1' });
+  t.ok(engine.status().ready);
+  t.equal(synced, 0, 'nothing warming: the names wanted as the responses were handled stand');
+
+  const changed = listeners();
+  const hcm = (((changed[1]!.filter_chains as Json[])[0]!.filters as Json[]).find((f) => f.name === 'envoy.filters.network.http_connection_manager')!.typed_config as Json);
+  (hcm.rds as Json).route_config_name = '9081';
+  handle('listener', 'v2', changed, true);
+  await tick();
+  t.equal(synced, 1, 'a listener started warming: the names are synced');
+  t.same([...engine.wantedNames('route')].sort(), ['9080', '9081', GEO], 'its old version, live, still needs 9080');
+  const r9081 = fx('route_9080.json');
+  r9081.name = '9081';
+  handle('route', 'v2', [r9081], false);
+  await tick();
+  t.equal(synced, 2, 'it went live: synced again');
+  t.same([...engine.wantedNames('route')].sort(), ['9081', GEO], '9080 no longer wanted');
+  t.equal(published.length, 3);
+
+  const cla = fx('cla_outbound_9080_reviews.json');
+  (((cla.endpoints as Json[])[0]!.lb_endpoints as Json[])[0]!.endpoint as Json).address = { socket_address: { address: '172.16.18.247', port_value: 9080 } };
+  handle('endpoint', 'v2', [cla], false);
+  engine.stop();
+  await tick();
+  t.equal(published.length, 3, 'stopped: a build queued before is dropped');
+});
+
 t.test('a NACK names the resource and field, changes nothing, and is remembered until fixed', async (t) => {
   const { engine, published, send } = setup({ statics: { clusters: [{ name: 'xds-grpc', type: 'STATIC', connectTimeoutMs: 1000, lbPolicy: 'ROUND_ROBIN', circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 }, healthChecks: [], raw: staticCluster('xds-grpc', '127.0.0.1', 15010) }] } });
   await send('cluster', 'c1', clusters());
