@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { containerLimit, heapFlags, holdYoungGeneration, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { containerLimit, heapFlags, holdYoungGeneration, poolFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { cgroupCpuQuota, cpuBudget } from '../../src/sys/cpus.js';
 import { endStartupTiering, RESTORE_ENV, startupTiering } from '../../src/sys/tiering.js';
 import { cliPath } from '../helpers/paths.js';
 
@@ -31,6 +32,30 @@ t.test('flags: a small young generation always, the old generation from the limi
   t.same(heapFlags(1 * GIB, ['--max_semi_space_size=8']), ['--max-old-space-size=768'], 'in either spelling');
 });
 
+t.test('the CPU budget: the CPUs to run on, capped by the cgroup quota', async (t) => {
+  const files = (f: Record<string, string>) => (file: string) => f[file];
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu.max': '200000 100000\n' })), 2, 'cgroup v2: quota over period');
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' })), 2, 'a fraction rounds up');
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu.max': '10000 100000\n' })), 1, 'at least one');
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })), undefined, 'cgroup v2, no limit');
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '400000\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), 4, 'cgroup v1');
+  t.equal(cgroupCpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), undefined, 'cgroup v1, no limit');
+  t.equal(cgroupCpuQuota(files({})), undefined, 'no cgroup files');
+  t.equal(cpuBudget(16, 2), 2, 'a pod limited to 2 CPUs on a 16-core node');
+  t.equal(cpuBudget(2, undefined), 2);
+  t.equal(cpuBudget(2, 8), 2, 'a quota above the CPUs there are');
+  t.ok(cpuBudget() >= 1, 'this machine');
+});
+
+t.test('V8\'s worker pool: the CPU budget less the main thread, between 1 and Node\'s 4', async (t) => {
+  t.same(poolFlags(1, []), ['--v8-pool-size=1']);
+  t.same(poolFlags(2, []), ['--v8-pool-size=1']);
+  t.same(poolFlags(4, []), ['--v8-pool-size=3']);
+  t.same(poolFlags(5, []), [], 'Node\'s own 4: nothing to add');
+  t.same(poolFlags(64, []), []);
+  t.same(poolFlags(2, ['--v8-pool-size=3']), [], 'a size given wins');
+});
+
 t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started (Node 20)', async (t) => {
   // A module imported before the CLI prints the flags the process runs with, in each process image.
   const show = `data:text/javascript,process.stderr.write("execArgv " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + "\\n")`;
@@ -43,14 +68,16 @@ t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started 
   t.equal(r.status, 1, 'a missing bootstrap is still a clear error');
   t.match(r.stderr, /nonexistent\/bootstrap\.yaml/);
   const maglev = startupTiering([]).flags;
-  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev], 're-executed once with the defaults');
+  const pool = poolFlags(cpuBudget(), []);
+  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, ...maglev], 're-executed once with the defaults');
   else t.same(seen(r), [[]], 'no execve (Node 20): V8\'s defaults, one process');
   t.ok(seen(r).length <= 2, 'never more than one re-exec');
 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
-  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), [...(hasExecve ? maglev : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the start-up tiering still is)');
-  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev, '--stack-size=900'], 'other flags are kept');
-  if (hasExecve) t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
+  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), [...(hasExecve ? [...pool, ...maglev] : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
+  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
+  if (hasExecve) t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
+  if (hasExecve && pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
 });
 
 t.test('start-up tiering: a high Maglev threshold where V8\'s default is known, put back once', async (t) => {
