@@ -66,8 +66,6 @@ const PUSH_GAP_MS = Number(values['push-gap-ms']);
 const PROFILE = values.profile ? resolve(values.profile) : undefined;
 const SIDECAR_FLAGS = [...values['sidecar-flags']!.split(/\s+/).filter(Boolean), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
 
-
-
 interface Proc {
   lines: Json[];
   child: ReturnType<typeof spawn>;

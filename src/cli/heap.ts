@@ -45,7 +45,6 @@ export function containerLimit(constrained = process.constrainedMemory?.(), tota
   return constrained;
 }
 
-
 /** The heap flags to add, given what is already set. */
 export function heapFlags(limitBytes: number | undefined, given: readonly string[]): string[] {
   const flags: string[] = [];

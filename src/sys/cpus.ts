@@ -3,22 +3,14 @@
  * cgroup quota, which Kubernetes sets from `resources.limits.cpu`). Node and V8 size themselves by the
  * first alone, and a pod's limit is usually far below the node's core count.
  */
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-
-const read = (file: string): string | undefined => {
-  try {
-    return readFileSync(file, 'latin1');
-  } catch {
-    return undefined;
-  }
-};
+import { readTextFile } from './proc.js';
 
 /**
  * The quota in CPUs (rounded up), or undefined when there is none: cgroup v2's `cpu.max` ("max 100000"
  * or "<quota> <period>"), else cgroup v1's `cpu.cfs_quota_us` (-1: none) over `cpu.cfs_period_us`.
  */
-export function cgroupCpuQuota(readFile: (file: string) => string | undefined = read): number | undefined {
+export function cgroupCpuQuota(readFile: (file: string) => string | undefined = readTextFile): number | undefined {
   const v2 = readFile('/sys/fs/cgroup/cpu.max')?.trim().split(/\s+/);
   let quota: number, period: number;
   if (v2) [quota, period] = [v2[0] === 'max' ? NaN : Number(v2[0]), Number(v2[1])];

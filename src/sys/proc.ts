@@ -1,10 +1,13 @@
-/** A file of /proc/self read whole, or undefined where there is no /proc (not Linux, a sandbox). */
+/** Small kernel files (/proc, cgroup) read whole, or undefined where they are not there (not Linux, a sandbox, no such controller). */
 import { readFileSync } from 'node:fs';
 
-export function readProcSelf(name: string): string | undefined {
+export function readTextFile(path: string): string | undefined {
   try {
-    return readFileSync(`/proc/self/${name}`, 'latin1');
+    return readFileSync(path, 'latin1');
   } catch {
     return undefined;
   }
 }
+
+/** A file of /proc/self. */
+export const readProcSelf = (name: string): string | undefined => readTextFile(`/proc/self/${name}`);
