@@ -8,8 +8,9 @@
  * Istio's pilot-agent setting GOMEMLIMIT from the container's limit, we size V8 from
  * `process.constrainedMemory()` (the cgroup limit):
  *
- * - `--max-semi-space-size`: a small, fixed young generation. Scavenges get more frequent but each is
- *   short; the data path allocates little per request, so CPU per request does not move measurably.
+ * - `--max-semi-space-size`: how far the young generation may grow during a config push. Between pushes
+ *   it is held at its initial size (memory/young-generation.ts): scavenges are more frequent but short,
+ *   and the data path allocates little per request, so CPU per request does not move measurably.
  * - `--max-old-space-size`: three quarters of the container's limit (the rest: young generation, code,
  *   Buffers, the binary), between 96 MiB and 2 GiB; without a container limit, V8's own default. It is a
  *   hard limit (V8 aborts past it), so it is never set below what a large mesh needs; the overload
@@ -26,17 +27,22 @@
  * the defaults off. They are applied by replacing the process with `process.execve` (Node ≥ 22.15 and
  * 23.11): no second process stays behind. Older Node has no execve, and a supervising parent would cost
  * more memory than the flags save, so there the old generation keeps V8's default (set NODE_OPTIONS) and
- * the young generation is held at its initial size (holdYoungGeneration).
+ * the young generation is held at its initial size (holdYoungGenerationByDefault).
  */
 import { totalmem } from 'node:os';
-import { setFlagsFromString } from 'node:v8';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from '../memory/mmap-threshold.js';
+import { holdYoungGeneration } from '../memory/young-generation.js';
 import { cpuBudget } from '../sys/cpus.js';
 import { hasFlag, startupTiering } from '../sys/tiering.js';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
-/** MiB. Measured: 1 and 2 MiB hold RSS the same, 1 MiB costs more scavenges (bench/xds-scale.ts). */
-export const SEMI_SPACE_MIB = 2;
+/** HEAP_ENV after the re-exec: applied, and the young generation's bound is ours, to hold and widen. */
+const APPLIED_WITH_YOUNG = 'applied-young';
+/**
+ * MiB: the young generation's bound while a push is decoded (it is held smaller between pushes). V8's
+ * own on 64-bit Node 20; on Node 24 it is 64 MiB and more, which a push reached (128 MiB of new space).
+ */
+export const SEMI_SPACE_MIB = 16;
 const MIB = 1024 * 1024;
 
 /** The container's memory limit in bytes, or undefined when there is none (or it is above the machine's RAM). */
@@ -64,7 +70,7 @@ const NODE_POOL_SIZE = 4;
  * four workers beside the main thread on a pod of two CPUs fight it (and the app) for them, and a push
  * that makes V8 collect constantly stalls on workers that are not running. Measured on 2 CPUs with
  * bench/xds-scale.ts's 1,000-service mesh, Node 24, five interleaved rounds of 14 full pushes: one push
- * 212 → 189 ms (median) with one worker; Node 20 (not settable there, see holdYoungGeneration) 263 → 236
+ * 212 → 189 ms (median) with one worker; Node 20 (where only NODE_OPTIONS can set it) 263 → 236
  * ms, ready 510 → 432 ms. CPU per request on the Bolt data path did not move beyond its noise (three A/Bs:
  * +4, −2, +1 % closed loop).
  */
@@ -75,17 +81,17 @@ export function poolFlags(cpus: number, given: readonly string[]): string[] {
 }
 
 /**
- * Without execve (Node 20, the one such Node `engines` allows) the size flags cannot be given, but the young generation can still be kept
- * small: V8 reads its growth factor each time it would grow it, so a factor of 1 set now holds it at the
- * size it starts with (4 MiB of new space, as with the 2 MiB semi-spaces Node 24 gets). Without it Node 20
- * grows it to 32 MiB: on the 1,000-service mesh of bench/xds-scale.ts, 27.6 MiB of young generation was
- * resident at ready (RSS 121 MiB; 98 held). The cost is the same as on Node 24: more scavenges, a whole-mesh
- * decode 146 → 188 ms warm in-process. On the command line the same value is ignored (V8 raises it to
- * its minimum of 2 at start-up; set at run time it is not checked again: Node 20's V8 is fixed at 11.3).
+ * Holds the young generation where it starts, unless its size or growth was given. Without execve (Node
+ * 20, the one such Node `engines` allows) the size flags cannot be given, and without the hold Node 20
+ * grows new space to 32 MiB: on the 1,000-service mesh of bench/xds-scale.ts, 27.6 MiB of young generation
+ * was resident at ready (RSS 121 MiB; 98 held). Its V8 cannot be trusted to shrink it again, so there it
+ * stays held during pushes too (`widenable`: see memory/young-generation.ts), at the cost of more
+ * scavenges: a whole-mesh decode 146 → 188 ms warm in-process. The factor is set at run time: on the
+ * command line V8 raises 1 to its minimum of 2 at start-up, and at run time it is not checked again.
  */
-export function holdYoungGeneration(given: readonly string[]): boolean {
+export function holdYoungGenerationByDefault(given: readonly string[], widenable: boolean): boolean {
   if (hasFlag(given, '--max-semi-space-size') || hasFlag(given, '--semi-space-growth-factor')) return false;
-  setFlagsFromString('--semi-space-growth-factor=1');
+  holdYoungGeneration({ widenable });
   return true;
 }
 
@@ -94,20 +100,23 @@ export function holdYoungGeneration(given: readonly string[]): boolean {
  * young generation where it starts); returns only when nothing needs to change (or cannot be changed).
  */
 export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
-  if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied') return;
+  if (env[HEAP_ENV] === APPLIED_WITH_YOUNG) holdYoungGeneration({ widenable: true });
+  if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied' || env[HEAP_ENV] === APPLIED_WITH_YOUNG) return;
   const execve = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
   const given = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
   if (typeof execve !== 'function') {
-    holdYoungGeneration(given);
+    holdYoungGenerationByDefault(given, false);
     return;
   }
   const tiering = startupTiering(given);
-  const flags = [...heapFlags(containerLimit(), given), ...poolFlags(cpuBudget(), given), ...tiering.flags];
+  const heap = heapFlags(containerLimit(), given);
+  const flags = [...heap, ...poolFlags(cpuBudget(), given), ...tiering.flags];
   if (flags.length === 0) return;
   const next: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
   Object.assign(next, tiering.env);
   next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
-  next[HEAP_ENV] = 'applied';
+  // The bound just added is for pushes only: the new image holds the young generation below it.
+  next[HEAP_ENV] = heap.some((f) => f.startsWith('--max-semi-space-size')) ? APPLIED_WITH_YOUNG : 'applied';
   execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
 }

@@ -15,6 +15,7 @@ import { runInNewContext } from 'node:vm';
 import { loadLibc } from '../sys/libc.js';
 import { readProcSelf } from '../sys/proc.js';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from './mmap-threshold.js';
+import { narrowYoungGeneration, widenYoungGeneration, youngGenerationState } from './young-generation.js';
 import { log } from '../observe/log.js';
 import { throttled } from '../observe/throttle.js';
 
@@ -38,6 +39,8 @@ const CONFIG_MIN_SPACING_MS = 10_000;
 /** glibc's mallopt parameter. */
 const M_MMAP_THRESHOLD = -3;
 
+/** V8 before 12 (Node 20): see collectFully. */
+const REGULAR_FIRST = Number(process.versions.v8.split('.')[0]) < 12;
 let quietUntil = 0;
 let gc: ((options?: object) => void) | undefined;
 
@@ -48,8 +51,9 @@ export function collectFully(): void {
     gc = runInNewContext('gc') as (options?: object) => void;
   }
   // Node 20's V8 (11.3) skipped a last-resort collection asked for first (the heap stayed at 152 MB with
-  // 2 M dead objects); after a regular full one it compacts and releases on both Node 20 and 24.
-  gc();
+  // 2 M dead objects); after a regular full one it compacts and releases. Node 24's needs no regular one
+  // first, which was 23–50 ms of the pause after a full push of bench/xds-scale.ts's mesh.
+  if (REGULAR_FIRST) gc();
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   quietUntil = 0;
 }
@@ -107,6 +111,8 @@ export function giveBackMemory(accounted = accountedBytes(), always = false): vo
 
 let configTimer: NodeJS.Timeout | undefined;
 let lastConfigCompaction = -Infinity;
+/** The first config's compaction is pending: what arrives meanwhile does not put it off. */
+let firstPending = false;
 
 /**
  * Called when a new config is in use: decoding a large push allocates several times the config's final
@@ -115,18 +121,35 @@ let lastConfigCompaction = -Infinity;
  * collection and a trim; at most every 10 s. `static`: the bootstrap's config, at start.
  */
 export function compactAfterConfig(opts: { first?: boolean; static?: boolean } = {}): void {
+  if (firstPending && !opts.first) return;
   clearTimeout(configTimer);
-  const settle = opts.first ? FIRST_CONFIG_SETTLE_MS : CONFIG_SETTLE_MS;
-  const wait = Math.max(settle, lastConfigCompaction + CONFIG_MIN_SPACING_MS - performance.now());
+  // The first config is the largest and comes once: compacted soon after it, whatever came just before
+  // or comes just after (the static start's compaction, the responses that follow).
+  firstPending = !!opts.first;
+  const wait = opts.first ? FIRST_CONFIG_SETTLE_MS : Math.max(CONFIG_SETTLE_MS, lastConfigCompaction + CONFIG_MIN_SPACING_MS - performance.now());
   configTimer = setTimeout(() => {
-    const started = (lastConfigCompaction = performance.now());
+    firstPending = false;
+    const started = performance.now();
+    // The spacing is between pushes: a static start's compaction (an idle heap) does not hold off the first.
+    if (!opts.static) lastConfigCompaction = started;
     const rssBefore = process.memoryUsage.rss();
+    const youngNarrowed = narrowYoungGeneration(); // and the collection shrinks it
     collectFully();
     // After xDS config, always (as before the slack looked at anonymous memory only; its effect on the
     // memory after pushes was not measured apart): a push frees megabytes of Buffers into glibc's arenas,
     // and ADS loads far more than koffi. After a static start only when worth it: an idle sidecar should not
     // load koffi (0.9–2.2 MiB) for a trim that frees next to nothing (0.17 MB, measured).
     giveBackMemory(accountedBytes(), !opts.static);
-    log.info({ pauseMs: Math.round(performance.now() - started), rssBefore, rssAfter: process.memoryUsage.rss() }, 'memory: compacted after a config change');
+    log.info({ pauseMs: Math.round(performance.now() - started), rssBefore, rssAfter: process.memoryUsage.rss(), youngNarrowed }, 'memory: compacted after a config change');
   }, wait).unref();
+}
+
+/**
+ * Called as config arrives (an xDS response, before it is decoded): decoding allocates tens of MiB in a
+ * burst, so the young generation may grow for it (memory/young-generation.ts). The compaction is
+ * scheduled from here too, so the young generation is narrowed and shrunk again even when the response
+ * is rejected and no config follows; an applied config reschedules it.
+ */
+export function configArriving(): void {
+  if (widenYoungGeneration() || youngGenerationState() === 'widened') compactAfterConfig();
 }

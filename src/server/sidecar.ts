@@ -13,7 +13,8 @@ import { ListenerManager } from '../listener/listener-manager.js';
 import { OverloadManager } from '../listener/overload.js';
 import { raiseDescriptorLimit } from '../listener/rlimit.js';
 import { endStartupTiering } from '../sys/tiering.js';
-import { compactAfterConfig, mapLargeBlocksAlone } from '../memory/compact.js';
+import { compactAfterConfig, configArriving, mapLargeBlocksAlone } from '../memory/compact.js';
+import { youngGeneration } from '../memory/young-generation.js';
 import { log } from '../observe/log.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import { usesAds } from '../xds/bootstrap.js';
@@ -97,6 +98,7 @@ export class Sidecar implements AdminView {
         version: this.opts.version,
         publish: (p) => this.applyXds(p),
         onNameTable: (t) => this.nameTableListeners.forEach((cb) => cb(t)),
+        onResponse: configArriving,
         log,
         identity: this.identity ? xdsIdentityOf(this.identity) : undefined,
       });
@@ -289,7 +291,7 @@ export class Sidecar implements AdminView {
       command_line_options: { drain_time: `${this.opts.drainTimeoutMs / 1000}s` },
       node: this.xds?.node ?? this.bootstrap.node,
       ...(xds ? { xds: { api: xds.api, target: xds.target, connected: xds.connected, ready: xds.ready, versions: xds.versions } } : {}),
-      memory: { rss: process.memoryUsage.rss(), heap_used: process.memoryUsage().heapUsed },
+      memory: { rss: process.memoryUsage.rss(), heap_used: process.memoryUsage().heapUsed, young_generation: youngGeneration() },
     };
   }
 

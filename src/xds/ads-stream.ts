@@ -22,6 +22,8 @@ export interface XdsClientOptions extends Pick<EngineOptions, 'statics' | 'warmi
   readonly target: XdsTarget;
   readonly log?: Logger;
   readonly backoff?: BackoffOptions;
+  /** Called as each response arrives, before it is decoded (the sidecar readies its heap for the burst). */
+  readonly onResponse?: () => void;
 }
 
 export interface XdsClientStatus extends XdsStatus {
@@ -124,7 +126,10 @@ export abstract class AdsStream<Res extends Plain> implements XdsClient {
           const bytes = this.requestType.encode(this.requestType.fromObject(req)).finish();
           return asBuffer(bytes);
         },
-        (buf: Buffer) => this.responseType.decode(buf) as unknown as Res,
+        (buf: Buffer) => {
+          this.opts.onResponse?.();
+          return this.responseType.decode(buf) as unknown as Res;
+        },
         new grpc.Metadata(),
       );
     } catch (e) {

@@ -30,6 +30,8 @@ export interface CreateXdsOptions {
   readonly version: string;
   readonly publish: (p: Published) => Promise<void>;
   readonly onNameTable?: (t: NameTable) => void;
+  /** Called as each response arrives, before it is decoded. */
+  readonly onResponse?: () => void;
   readonly log: Logger;
   readonly backoff?: BackoffOptions;
   /** The workload identity, for mTLS to istiod's secure port. */
@@ -59,6 +61,7 @@ export function createXdsClient(o: CreateXdsOptions): XdsClient {
     fetchTimeoutMs: { cluster: cds, listener: lds },
     publish: o.publish,
     onNameTable: o.onNameTable,
+    onResponse: o.onResponse,
     log: o.log,
     backoff: o.backoff,
   };

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { containerLimit, heapFlags, holdYoungGeneration, poolFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
+import { containerLimit, heapFlags, holdYoungGenerationByDefault, poolFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
 import { cgroupCpuQuota, cpuBudget } from '../../src/sys/cpus.js';
 import { endStartupTiering, RESTORE_ENV, startupTiering } from '../../src/sys/tiering.js';
 import { cliPath } from '../helpers/paths.js';
@@ -58,10 +58,11 @@ t.test('V8\'s worker pool: the CPU budget less the main thread, between 1 and No
 
 t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started (Node 20)', async (t) => {
   // A module imported before the CLI prints the flags the process runs with, in each process image.
-  const show = `data:text/javascript,process.stderr.write("execArgv " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + "\\n")`;
+  const show = `data:text/javascript,process.stderr.write("execArgv " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + " " + process.env.XSIDECAR_HEAP_DEFAULTS + "\\n")`;
   const run = (env: Record<string, string>, flags: string[] = []) =>
     spawnSync(process.execPath, [`--import=${show}`, ...flags, cliPath, 'run', '-c', '/nonexistent/bootstrap.yaml'], { env: { ...process.env, XSIDECAR_HEAP_DEFAULTS: '', ...env }, encoding: 'utf8' });
-  const seen = (r: ReturnType<typeof run>) => [...r.stderr.matchAll(/^execArgv (.*)$/gm)].map((m) => JSON.parse(m[1]!) as string[]);
+  const images = (r: ReturnType<typeof run>) => [...r.stderr.matchAll(/^execArgv (.*) (\S*)$/gm)].map((m) => ({ flags: JSON.parse(m[1]!) as string[], env: m[2] }));
+  const seen = (r: ReturnType<typeof run>) => images(r).map((i) => i.flags);
   const hasExecve = typeof (process as { execve?: unknown }).execve === 'function';
 
   const r = run({});
@@ -70,11 +71,14 @@ t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started 
   const maglev = startupTiering([]).flags;
   const pool = poolFlags(cpuBudget(), []);
   if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, ...maglev], 're-executed once with the defaults');
+  if (hasExecve) t.equal(images(r).at(-1)!.env, 'applied-young', 'and told that the young generation\'s bound is its own to hold');
   else t.same(seen(r), [[]], 'no execve (Node 20): V8\'s defaults, one process');
   t.ok(seen(r).length <= 2, 'never more than one re-exec');
 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
-  t.same(seen(run({}, ['--max-semi-space-size=4'])).at(-1), [...(hasExecve ? [...pool, ...maglev] : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
+  const given = images(run({}, ['--max-semi-space-size=4'])).at(-1)!;
+  t.same(given.flags, [...(hasExecve ? [...pool, ...maglev] : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
+  if (hasExecve) t.equal(given.env, 'applied', 'and the young generation is left to V8');
   if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
   if (hasExecve) t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
   if (hasExecve && pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [`--max-semi-space-size=${SEMI_SPACE_MIB}`, ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
@@ -113,26 +117,47 @@ t.test('the defaults are applied before any of the CLI is loaded', async (t) => 
   t.same(seen.loaded, [], 'nothing of the CLI loaded yet');
 });
 
-t.test('without execve: the young generation held where it starts, by its growth factor', async (t) => {
-  t.equal(holdYoungGeneration(['--max-semi-space-size=8']), false, 'a size given wins');
-  t.equal(holdYoungGeneration(['--semi_space_growth_factor=2']), false, 'and so does a factor given');
-  // In a fresh process: allocate with survivors, as a config push does, and see what V8 made of new space.
+t.test('the young generation: held where it starts, widened for a push where V8 shrinks it again', async (t) => {
+  t.equal(holdYoungGenerationByDefault(['--max-semi-space-size=8'], false), false, 'a size given wins');
+  t.equal(holdYoungGenerationByDefault(['--semi_space_growth_factor=2'], false), false, 'and so does a factor given');
+  // In a fresh process, as the CLI starts on this Node (widenable where it re-executes, Node 24): allocate
+  // with survivors, as a config push does, and see what V8 made of new space at each step.
+  const hasExecve = typeof (process as { execve?: unknown }).execve === 'function';
   const heap = new URL('../../src/cli/heap.js', import.meta.url).href;
-  const newSpace = (hold: boolean) => {
-    const script = `import v8 from 'node:v8';
-      import { holdYoungGeneration } from ${JSON.stringify(heap)};
-      ${hold ? 'holdYoungGeneration([]);' : ''}
-      const keep = [];
-      for (let r = 0; r < 30; r++) { const a = []; for (let i = 0; i < 100000; i++) a.push({ i, s: 'x' + i }); keep.push(a.slice(0, 20000)); }
-      process.stdout.write(String(v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size));`;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  const compact = new URL('../../src/memory/compact.js', import.meta.url).href;
+  const young = new URL('../../src/memory/young-generation.js', import.meta.url).href;
+  const script = (hold: boolean) => `import v8 from 'node:v8';
+    import { holdYoungGenerationByDefault } from ${JSON.stringify(heap)};
+    import { collectFully } from ${JSON.stringify(compact)};
+    import { narrowYoungGeneration, widenYoungGeneration } from ${JSON.stringify(young)};
+    const size = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
+    const push = () => { const keep = []; for (let r = 0; r < 30; r++) { const a = []; for (let i = 0; i < 100000; i++) a.push({ i, s: 'x' + i }); keep.push(a.slice(0, 20000)); } return keep.length; };
+    const out = {};
+    ${hold ? `holdYoungGenerationByDefault([], ${hasExecve});` : ''}
+    push(); out.held = size();
+    out.widened = widenYoungGeneration(); push(); out.during = size();
+    out.narrowed = narrowYoungGeneration(); collectFully(); out.after = size();
+    process.stdout.write(JSON.stringify(out));`;
+  const run = (hold: boolean) => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script(hold)], { encoding: 'utf8' });
     t.equal(r.status, 0, r.stderr);
-    return Number(r.stdout);
+    return JSON.parse(r.stdout) as { held: number; widened: boolean; during: number; narrowed: boolean; after: number };
   };
-  const held = newSpace(true);
-  const grown = newSpace(false);
-  // Alone it stays at the 4 MiB it starts with; under a loaded CI machine Node 24 once showed 5.8. Unheld,
-  // V8 grows it to 16-32 MiB, which the second check tells apart.
-  t.ok(held > 0 && held <= 8 * MIB, `held: ${(held / MIB).toFixed(1)} MiB of new space`);
-  t.ok(grown >= 2 * held, `V8 alone grew it to ${(grown / MIB).toFixed(1)} MiB`);
+  const held = run(true);
+  const free = run(false);
+  // Alone it stays at the few MiB it starts with; under a loaded CI machine Node 24 once showed 5.8.
+  // Unheld, V8 grows it to 16 MiB and more, which the comparison tells apart.
+  t.ok(held.held > 0 && held.held <= 8 * MIB, `held: ${(held.held / MIB).toFixed(1)} MiB of new space`);
+  t.ok(free.held >= 2 * held.held, `V8 alone grew it to ${(free.held / MIB).toFixed(1)} MiB`);
+  t.equal(free.widened, false, 'not held: nothing to widen');
+  if (hasExecve) {
+    t.equal(held.widened, true, 'widened for a push');
+    t.ok(held.during >= 2 * held.held, `which let it grow to ${(held.during / MIB).toFixed(1)} MiB`);
+    t.equal(held.narrowed, true, 'narrowed once the push is over');
+    t.ok(held.after <= held.held, `and the compaction shrank it back to ${(held.after / MIB).toFixed(1)} MiB`);
+  } else {
+    t.equal(held.widened, false, 'Node 20 does not shrink it again: never widened');
+    t.ok(held.during <= 8 * MIB, `still held during a push: ${(held.during / MIB).toFixed(1)} MiB`);
+    t.equal(held.narrowed, false);
+  }
 });

@@ -59,3 +59,25 @@ t.test('the trim slack is measured on anonymous memory: the binary\'s file pages
   const rss = process.memoryUsage.rss();
   t.ok(anon > 0 && anon < rss, `this process: ${(anon / 2 ** 20).toFixed(1)} MiB anonymous of ${(rss / 2 ** 20).toFixed(1)} MiB resident`);
 });
+
+t.test('the first config is compacted 200 ms after it: neither the static start\'s compaction nor the responses after it put that off', async (t) => {
+  // Before, the static start's compaction (a moment earlier) held the first xDS config's off for 10 s,
+  // and so did every response after it: RSS at ready was read with a push's garbage still resident.
+  const child = `
+    const { compactAfterConfig, configArriving } = await import(process.argv[1]);
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    compactAfterConfig({ first: true, static: true });
+    await sleep(500);
+    process.stdout.write(JSON.stringify({ mark: 'config' }) + '\\n');
+    compactAfterConfig({ first: true });
+    await sleep(50);
+    configArriving(); // the name table, after the first config
+    compactAfterConfig(); // a config applied after the first
+    await sleep(1500);
+    process.stdout.write(JSON.stringify({ mark: 'end' }) + '\\n');`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', child, compact], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, XSIDECAR_LOG_LEVEL: 'info' } });
+  t.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg?: string; mark?: string });
+  const order = lines.map((o) => o.mark ?? (o.msg === 'memory: compacted after a config change' ? 'compacted' : '')).filter(Boolean);
+  t.same(order, ['compacted', 'config', 'compacted', 'end'], 'compacted after the static start, then once after the first config, well within 10 s');
+});

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { AdsServer, adsBootstrap, DSB, freePort, istioFixtureSet, jsonLines, type Json, readFixture, SidecarProc } from './harness.js';
+import { AdsServer, adsBootstrap, DSB, freePort, istioFixtureSet, jsonLines, type Json, readFixture, SidecarProc, waitJsonAfter } from './harness.js';
 
 const SERVICES = 100;
 t.setTimeout(900_000); // a shared 2-core machine: decoding and pushing the mesh 20 times can be slow
@@ -95,5 +95,17 @@ t.test('a push storm: unchanged resources are no-ops, and the live heap returns 
     const after = await liveHeap(sidecar, diag);
     t.comment(`live heap: ${before.toFixed(1)} MiB at ready, ${after.toFixed(1)} MiB after the pushes`);
     t.ok(after < before * 1.5 + 16, `live heap back near its level (${before.toFixed(1)} → ${after.toFixed(1)} MiB)`);
+  });
+
+  await t.test('the young generation: widened for the pushes where V8 shrinks it again, held and small once compacted', async (t) => {
+    const from = sidecar.proc.lines.length;
+    await pushed('young', rounds[0]!);
+    // The compaction comes a second after the pushes settle, and at most every 10 s.
+    const compacted = await waitJsonAfter<{ youngNarrowed?: boolean }>(sidecar.proc, from, (o) => (o as { msg?: string }).msg === 'memory: compacted after a config change', 30_000);
+    const widenable = typeof (process as { execve?: unknown }).execve === 'function'; // the CLI re-executed with its bound (Node 24)
+    t.equal(compacted.youngNarrowed, widenable, widenable ? 'it was widened for the push, and narrowed' : 'Node 20: held throughout');
+    const info = JSON.parse((await sidecar.get('/server_info')).body) as { memory: { young_generation: { state: string; new_space: number } } };
+    t.equal(info.memory.young_generation.state, 'held', 'held between pushes');
+    t.ok(info.memory.young_generation.new_space <= 8 * 1024 * 1024, `new space back to ${(info.memory.young_generation.new_space / 1048576).toFixed(1)} MiB`);
   });
 });
