@@ -34,6 +34,9 @@ const TCP_PENDING_PER_CONNECTION = 32;
 /** The query type counted for messages whose type is unknown or unread (labelled OTHER). */
 const OTHER = 0;
 
+/** How many ephemeral ports to try for UDP and TCP together (port 0). */
+const EPHEMERAL_ATTEMPTS = 5;
+
 export class DnsProxy {
   private udp: UdpServer | undefined;
   private tcp: Server | undefined;
@@ -48,6 +51,17 @@ export class DnsProxy {
 
   /** Binds UDP then TCP on the same port; throws (nothing left bound) if either cannot. */
   async start(): Promise<AddressInfo> {
+    // Port 0: the UDP port the system picks may be taken for TCP by another socket; pick again (a few times).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce();
+      } catch (e) {
+        if (this.opts.port !== 0 || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= EPHEMERAL_ATTEMPTS) throw e;
+      }
+    }
+  }
+
+  private async startOnce(): Promise<AddressInfo> {
     const { address, log } = this.opts;
     const w = this.opts.udpWorker;
     const udp = new UdpServer({
