@@ -121,14 +121,13 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
     return;
   }
   const tiering = startupTiering(given);
-  const heap = heapFlags(containerLimit(), given);
-  const flags = [...heap, ...poolFlags(cpuBudget(), given), ...tiering.flags];
+  const flags = [...heapFlags(containerLimit(), given), ...poolFlags(cpuBudget(), given), ...tiering.flags];
   if (flags.length === 0) return;
   const next: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
   Object.assign(next, tiering.env);
   next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
-  // The bound just added is for pushes only: the new image holds the young generation below it.
-  next[HEAP_ENV] = heap.some((f) => f.startsWith('--max-semi-space-size')) ? APPLIED_WITH_YOUNG : 'applied';
+  // The bound heapFlags added is for pushes only: the new image holds the young generation below it.
+  next[HEAP_ENV] = ownsYoungGeneration(given) ? APPLIED_WITH_YOUNG : 'applied';
   execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
 }

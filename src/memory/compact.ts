@@ -158,5 +158,6 @@ export function compactAfterConfig(opts: { first?: boolean; static?: boolean } =
  * is rejected and no config follows; an applied config reschedules it.
  */
 export function configArriving(): void {
-  if (widenYoungGeneration() || youngGenerationState() === 'widened') compactAfterConfig();
+  widenYoungGeneration();
+  if (youngGenerationState() === 'widened') compactAfterConfig();
 }
