@@ -21,10 +21,11 @@ import { DEFAULT_CONNECT_TIMEOUT_MS, istioServicesOf, lbPolicyAt, newCluster } f
 import { CLUSTER_TYPES, type Cluster, type StringMatcher } from '../config/model.js';
 import { ObjReader, parseDurationMs } from '../config/reader.js';
 import { decodeCircuitBreakers, decodeOutlierDetection } from '../config/resilience.js';
+import { SharedTable } from '../config/shared-table.js';
 import { type TransportSocketMatch, tlsVersionAt, type UpstreamTls } from '../config/tls-context.js';
 import { durationString } from './proto-json.js';
 import type { XdsProtos } from './protos.js';
-import { asBuffer, WireCursor } from './wire-json.js';
+import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
 import { directly, elsewhere, LEN, nonEmpty, PartTable, skipParsed, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
@@ -45,7 +46,14 @@ interface Types {
   readonly outliers: PartTable<Cluster['outlierDetection']>;
   /** A service's clusters (its port, its subsets) carry the same metadata, and every push sends it again. */
   readonly istioServices: PartTable<Cluster['istioServices']>;
+  /** Each cluster's socket matches, by their bytes: its SNI and SANs make them its own, and every push sends them again. */
+  readonly socketMatches: SharedTable<TransportSocketMatch>;
 }
+/**
+ * Room for a mesh's socket matches (two per cluster, one of them the same plaintext match everywhere), and
+ * how long one may be to be kept: Istio's mTLS match is about 600 bytes.
+ */
+const SOCKET_MATCHES = 8192, SOCKET_MATCH_BYTES = 2048;
 const typesBySchema = new WeakMap<protobuf.Root, Types>();
 function typesOf(protos: XdsProtos): Types {
   let types = typesBySchema.get(protos.root);
@@ -59,6 +67,7 @@ function typesOf(protos: XdsProtos): Types {
       breakers: new PartTable(t('envoy.config.cluster.v3.CircuitBreakers'), at, (plain, warnings) => decodeCircuitBreakers(ObjReader.of(plain, 'circuit_breakers', { warnings }))),
       outliers: new PartTable(t('envoy.config.cluster.v3.OutlierDetection'), at, (plain, warnings) => decodeOutlierDetection(ObjReader.of(plain, 'outlier_detection', { warnings }))),
       istioServices: new PartTable(t('envoy.config.core.v3.Metadata'), at, (plain) => istioServicesOf(plain), 4096),
+      socketMatches: new SharedTable(SOCKET_MATCHES, SOCKET_MATCH_BYTES),
     };
     typesBySchema.set(protos.root, types);
   }
@@ -74,6 +83,9 @@ function smallVarint(c: WireCursor, end: number): number {
   return length > 5 || (length === 5 && c.buf[c.pos - 1]! > 0x07) || v > 0x7fffffff ? elsewhere() : v;
 }
 
+/** Whole seconds, as every cluster's connect timeout mostly is, in ms: their string made and parsed once. */
+const wholeSecondsMs = new Map<number, number>();
+
 /** google.protobuf.Duration, in ms as the general decoder makes it (its proto3 JSON string, parsed). */
 function durationMs(c: WireCursor, end: number): number {
   let seconds = 0, nanos = 0;
@@ -83,7 +95,11 @@ function durationMs(c: WireCursor, end: number): number {
     else if (t === tag(2, VARINT)) nanos = smallVarint(c, end);
     else elsewhere();
   }
-  return parseDurationMs(durationString(seconds, nanos)) ?? elsewhere();
+  const whole = nanos === 0 ? wholeSecondsMs.get(seconds) : undefined;
+  if (whole !== undefined) return whole;
+  const ms = parseDurationMs(durationString(seconds, nanos)) ?? elsewhere();
+  if (nanos === 0 && wholeSecondsMs.size < 256) wholeSecondsMs.set(seconds, ms);
+  return ms;
 }
 
 /** envoy.type.matcher.v3.StringMatcher: exact, prefix, suffix or contains (a regex goes the general way). */
@@ -214,8 +230,23 @@ function transportSocket(c: WireCursor, end: number, types: Types): UpstreamTls 
   return tls;
 }
 
-/** Cluster.TransportSocketMatch. */
+/**
+ * Cluster.TransportSocketMatch: read once per distinct bytes. Reading Istio's mTLS context was half of
+ * reading a cluster (its strings, its SDS config sources parsed for their verdict), for the same bytes
+ * each push. A match without a name is named by its place, so the table keeps it nameless.
+ */
 function socketMatch(c: WireCursor, end: number, index: number, types: Types): TransportSocketMatch {
+  const key = end - c.pos <= SOCKET_MATCH_BYTES ? latin1Of(c.buf, c.pos, end) : undefined;
+  let read = key === undefined ? undefined : types.socketMatches.get(key);
+  if (!read) {
+    read = socketMatchRead(c, end, types);
+    if (key !== undefined) types.socketMatches.keep(key, read);
+  }
+  c.pos = end;
+  return read.name ? read : { ...read, name: `match-${index}` };
+}
+
+function socketMatchRead(c: WireCursor, end: number, types: Types): TransportSocketMatch {
   let name = '';
   let match: Map<string, string> | undefined;
   let tls: UpstreamTls | undefined;
@@ -231,7 +262,7 @@ function socketMatch(c: WireCursor, end: number, index: number, types: Types): T
   }
   // The general decoder assigns the keys one by one, and assigning `__proto__` sets nothing.
   if (match?.has('__proto__')) elsewhere();
-  return { name: name || `match-${index}`, match: Object.fromEntries(match ?? []), tls };
+  return { name, match: Object.fromEntries(match ?? []), tls };
 }
 
 /** Cluster.EdsClusterConfig: its service name. */

@@ -11,6 +11,7 @@ import type { Cluster, Listener } from '../config/model.js';
 import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
 import type { XdsProtos } from './protos.js';
 import { edsNamesAhead } from './eds-ahead.js';
+import { type HeldBytes, repack } from './held-bytes.js';
 import { decodeResources, type IncomingResource, type Resource, type Statics } from './resources.js';
 import { type BuildResult, type Published, SnapshotBuilder, type WarmingPolicy } from './snapshot-builder.js';
 import { type ConfigKind, KIND_API, type ResourceKind, TYPE_URL } from './type-urls.js';
@@ -118,6 +119,8 @@ export class XdsEngine {
     // for a name that was unsubscribed meanwhile.
     if (kind === 'cluster' || kind === 'endpoint') this.state.retain('endpoint', this.wantedNames('endpoint'));
     if (kind === 'listener' || kind === 'route') this.state.retain('route', this.wantedNames('route'));
+    // Each accepted resource's bytes stay in its response's buffer: a buffer now mostly dead is packed.
+    repack(bytesOf(this.state.active[kind]));
     const fresh = decoded.resources.filter((r) => before.get(r.name) !== r);
     const warnings = fresh.flatMap((r) => r.warnings.map((w) => `${r.name}: ${w}`));
     this.opts.log.info(
@@ -270,6 +273,12 @@ export class XdsEngine {
     for (const t of this.fetchTimers.values()) clearTimeout(t);
   }
 }
+
+const bytesOf = (resources: ReadonlyMap<string, Resource>): Iterable<HeldBytes | undefined> => ({
+  *[Symbol.iterator]() {
+    for (const r of resources.values()) yield r.bytes;
+  },
+});
 
 type Warming = BuildResult['warming'];
 const sameList = (a: readonly Resource[], b: readonly Resource[]) => a.length === b.length && a.every((r, i) => r === b[i]);

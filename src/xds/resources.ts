@@ -11,6 +11,7 @@ import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
 import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
 import { claFromWire } from './cla-wire.js';
+import { HeldBytes } from './held-bytes.js';
 import { clusterFromWire } from './cluster-wire.js';
 import type { XdsProtos } from './protos.js';
 import { asBuffer } from './wire-json.js';
@@ -27,6 +28,8 @@ export interface Resource<T = unknown> {
   /** version_info of the response (SotW) or the resource's own version (delta) that last changed it. */
   readonly version: string;
   readonly lastUpdated: string;
+  /** The resource's bytes, from which `raw` is made (absent: not from xDS). */
+  readonly bytes?: HeldBytes;
 }
 
 export interface ResourceFailure {
@@ -64,17 +67,14 @@ function fromWire(protos: XdsProtos, kind: ConfigKind, bytes: Uint8Array, ctx: R
 
 /**
  * A Resource whose proto3 JSON (its `raw`, and its model's) is made again from its bytes when read: what
- * /config_dump shows is what came, and nothing but the bytes is kept. They are kept as a one-byte string,
- * in V8's heap, which compacts: thousands of small Buffers would sit in malloc'd pool slabs, where each
- * push's dead ones fragmented the arena (RSS after 30 full pushes 200+ MiB instead of 130–160), and a
- * view into the response would keep the whole response. Built here, at module level, so that `plain`
- * holds only what it names: made inside decodeResources it would hold its scope, and through `previous`
- * every earlier generation of the config.
+ * /config_dump shows is what came, and nothing but the bytes is kept, where they arrived (held-bytes.ts).
+ * Built here, at module level, so that `plain` holds only what it names: made inside decodeResources it
+ * would hold its scope, and through `previous` every earlier generation of the config.
  */
-function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw'>): Resource {
-  const bytes = asBuffer(value).toString('latin1');
-  const plain = () => unpackAny(protos, { type_url: typeUrl, value: Buffer.from(bytes, 'latin1') }).plain;
-  return fromSource({ ...r, config: fromSource(r.config as object, r.digest, plain) }, r.digest, plain);
+function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw' | 'bytes'>): Resource {
+  const bytes = new HeldBytes(asBuffer(value));
+  const plain = () => unpackAny(protos, { type_url: typeUrl, value: bytes.view }).plain;
+  return fromSource({ ...r, bytes, config: fromSource(r.config as object, r.digest, plain) }, r.digest, plain);
 }
 
 /** `Listener "virtualInbound": filter_chains[2].filters: no terminal network filter …` */

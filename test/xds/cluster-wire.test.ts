@@ -208,3 +208,23 @@ t.test('corrupted copies: never a throw; whatever is read directly is what the g
   t.ok(read > 100, `${read} of 3000 corrupted copies still read directly (seed ${seed})`);
   t.strictSame(differ, [], 'and each of those is what the general decoder makes');
 });
+
+t.test('a socket match is read once per distinct bytes: the same bytes give the same object, a nameless one still its own place', async (t) => {
+  const matches = reviews.transport_socket_matches as Json[];
+  const a = clusterFromWire(client, bytesOf({ ...reviews, name: 'outbound|9080||a.default.svc.cluster.local' }))!;
+  const b = clusterFromWire(client, bytesOf({ ...reviews, name: 'outbound|9080||b.default.svc.cluster.local', connect_timeout: '3s' }))!;
+  t.equal(a.cluster.transportSocketMatches![0], b.cluster.transportSocketMatches![0], "Istio's mTLS match, read for the first cluster, is the second's");
+  t.equal(a.cluster.transportSocketMatches![0]!.tls?.sni, 'outbound_.9080_._.reviews.default.svc.cluster.local');
+  const otherSni = structuredClone(matches[0]!);
+  ((otherSni.transport_socket as Json).typed_config as Json).sni = 'outbound_.9080_._.ratings.default.svc.cluster.local';
+  const c = clusterFromWire(client, bytesOf({ ...reviews, transport_socket_matches: [otherSni, matches[1]!] }))!;
+  t.not(c.cluster.transportSocketMatches![0], a.cluster.transportSocketMatches![0], 'other bytes: read anew');
+  t.equal(c.cluster.transportSocketMatches![0]!.tls?.sni, 'outbound_.9080_._.ratings.default.svc.cluster.local');
+
+  const nameless = { ...matches[1]!, name: '' };
+  const first = bytesOf({ ...reviews, transport_socket_matches: [nameless, matches[0]!] });
+  const second = bytesOf({ ...reviews, transport_socket_matches: [matches[0]!, nameless] });
+  t.same(clusterFromWire(client, first)!.cluster.transportSocketMatches!.map((m) => m.name), ['match-0', 'tlsMode-istio']);
+  t.same(clusterFromWire(client, second)!.cluster.transportSocketMatches!.map((m) => m.name), ['tlsMode-istio', 'match-1'], 'the same bytes at another place');
+  for (const bytes of [first, second]) t.equal(modelOf(clusterFromWire(client, bytes)), modelOf(generally(bytes)), 'as the general decoder makes it');
+});

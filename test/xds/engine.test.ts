@@ -11,7 +11,7 @@ import { loadXdsProtos } from '../../src/xds/protos.js';
 import type { Published } from '../../src/xds/snapshot-builder.js';
 import type { ResourceKind } from '../../src/xds/type-urls.js';
 import { TYPE_URL } from '../../src/xds/type-urls.js';
-import { DSB, encodeAny, GEO, type Json, REVIEWS, readFixture, staticCluster } from './harness.js';
+import { DSB, encodeAny, engineInto, GEO, type Json, REVIEWS, readFixture, staticCluster } from './harness.js';
 
 const protos = loadXdsProtos();
 const silent = pino({ level: 'silent' });
@@ -107,15 +107,7 @@ t.test('a listener whose new routes have not arrived keeps serving its old versi
 t.test('responses handled back to back make one Snapshot, built after them, and the names it needs are synced', async (t) => {
   const published: Published[] = [];
   let synced = 0;
-  const engine = new XdsEngine({
-    protos,
-    statics: { listeners: [], clusters: [] },
-    warming: { edsMs: 0, rdsMs: 0 },
-    fetchTimeoutMs: { cluster: 0, listener: 0 },
-    publish: async (p) => void published.push(p),
-    onWantedNamesChanged: () => synced++,
-    log: silent,
-  });
+  const engine = engineInto(published, { onWantedNamesChanged: () => synced++ });
   const handle = (kind: ResourceKind, version: string, resources: Json[], replaceAll: boolean) =>
     engine.handle(kind, { items: resources.map((r) => ({ any: encodeAny(r) })), version, replaceAll });
   // As a push's responses are read together: no turn of the event loop between them.

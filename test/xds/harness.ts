@@ -8,7 +8,10 @@ import { connect } from 'node:net';
 import { freePort } from '../helpers/sidecar.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyMessage } from '../../src/xds/any.js';
+import { type EngineOptions, XdsEngine } from '../../src/xds/engine.js';
 import { fromProto3Json } from '../../src/xds/proto-json.js';
+import type { Published } from '../../src/xds/snapshot-builder.js';
+import { pino } from 'pino';
 import { loadXdsProtos } from '../../src/xds/protos.js';
 import { peer, Proc, spawnNode, writeTemp } from '../helpers/netns.js';
 import { cliPath, fixture, repoRoot } from '../helpers/paths.js';
@@ -60,6 +63,19 @@ export function encodeAny(json: Json): AnyMessage {
 }
 
 export { freePort };
+
+/** An engine without static resources or timeouts (warming waits for ever), publishing into `published`. */
+export function engineInto(published: Published[], more: Partial<EngineOptions> = {}): XdsEngine {
+  return new XdsEngine({
+    protos: loadXdsProtos(),
+    statics: { listeners: [], clusters: [] },
+    warming: { edsMs: 0, rdsMs: 0 },
+    fetchTimeoutMs: { cluster: 0, listener: 0 },
+    publish: async (p) => void published.push(p),
+    log: pino({ level: 'silent' }),
+    ...more,
+  });
+}
 
 export const staticCluster = (name: string, address: string, port: number, extra: Json = {}) => ({
   name,
