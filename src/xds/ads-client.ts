@@ -45,7 +45,8 @@ export class AdsClient extends AdsStream<DiscoveryResponse> {
     const items = (res.resources ?? []).map((any) => ({ any }));
     const handle = () => this.handle(kind, res, items);
     if (kind === 'cluster') {
-      const ahead = this.subs.setNames('endpoint', this.engine.endpointNamesAhead(items));
+      const names = this.engine.endpointNamesAhead(items);
+      const ahead = names && this.subs.setNames('endpoint', names);
       if (ahead) {
         this.send({ ...ahead });
         return handle;

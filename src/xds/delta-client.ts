@@ -97,7 +97,8 @@ export class DeltaAdsClient extends AdsStream<DeltaDiscoveryResponse> {
     }
     const items = (res.resources ?? []).filter((r) => r.resource).map((r) => ({ any: r.resource!, name: r.name, version: r.version }));
     const handle = () => this.handle(kind, res, items);
-    if (kind === 'cluster' && this.setNames('endpoint', this.engine.endpointNamesAhead(items))) return handle;
+    const ahead = kind === 'cluster' ? this.engine.endpointNamesAhead(items) : undefined;
+    if (ahead && this.setNames('endpoint', ahead)) return handle;
     handle();
     return undefined;
   }

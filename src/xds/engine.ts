@@ -10,7 +10,7 @@ import { unpackAny } from './any.js';
 import type { Cluster, Listener } from '../config/model.js';
 import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
 import type { XdsProtos } from './protos.js';
-import { edsNamesAhead } from './eds-ahead.js';
+import { edsNamesAhead, leadingNameAhead } from './eds-ahead.js';
 import { type HeldBytes, repack } from './held-bytes.js';
 import { decodeResources, type IncomingResource, type Resource, type Statics } from './resources.js';
 import { type BuildResult, type Published, SnapshotBuilder, type WarmingPolicy } from './snapshot-builder.js';
@@ -178,13 +178,18 @@ export class XdsEngine {
   }
 
   /**
-   * What to ask EDS for before a CDS response is decoded: the names wanted now plus those its clusters
+   * What to ask EDS for before a CDS response is decoded: the names wanted now plus those its new clusters
    * appear to use, so istiod prepares them while we decode (eds-ahead.ts). What is wanted after the
-   * response is handled corrects it.
+   * response is handled corrects it. Undefined when the response names no cluster we do not have: a push
+   * that changes known clusters asks for a changed EDS name once handled, as it did before reading ahead,
+   * and reading every cluster ahead was 7 % of a full push of the 1,000-service mesh (CPU profile, Node 24).
    */
-  endpointNamesAhead(clusters: readonly IncomingResource[]): Set<string> {
+  endpointNamesAhead(clusters: readonly IncomingResource[]): Set<string> | undefined {
+    const known = this.state.active.cluster;
+    const fresh = clusters.filter((c) => c.any.type_url === TYPE_URL.cluster && !known.has(c.name ?? leadingNameAhead(c.any.value) ?? ''));
+    if (fresh.length === 0) return undefined;
     const names = this.wantedNames('endpoint');
-    for (const n of edsNamesAhead(clusters.filter((c) => c.any.type_url === TYPE_URL.cluster).map((c) => c.any))) names.add(n);
+    for (const n of edsNamesAhead(fresh.map((c) => c.any))) names.add(n);
     return names;
   }
 

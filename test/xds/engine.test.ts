@@ -244,3 +244,20 @@ t.test('the virtualInbound Envoy NACKed for its Lua filter is accepted: HTTP fil
   t.equal(await send('listener', 'l1', [nacked.failed_configuration as Json]), undefined, 'accepted');
   t.same(engine.status().rejected.listener, []);
 });
+
+t.test('EDS names are read ahead only for a response that brings clusters the sidecar does not have', async (t) => {
+  const { engine, send } = setup();
+  const anys = (json: Json[]) => json.map((c) => ({ any: encodeAny(c) }));
+  t.same([...engine.endpointNamesAhead(anys(clusters()))!], [REVIEWS], 'the first response: its EDS cluster');
+  await send('cluster', 'c1', clusters());
+  t.equal(engine.endpointNamesAhead(anys(clusters().map((c) => ({ ...c, connect_timeout: '7s' })))), undefined, 'the same clusters changed: nothing to ask ahead');
+  const RATINGS = 'outbound|9080||ratings.default.svc.cluster.local';
+  const ratings = { ...fx('cluster_outbound_9080_reviews.json'), name: RATINGS, eds_cluster_config: { eds_config: { ads: {} }, service_name: RATINGS } };
+  t.same([...engine.endpointNamesAhead(anys([...clusters(), ratings]))!].sort(), [RATINGS, REVIEWS], 'a new cluster: its EDS name beside those wanted');
+  const rest = encodeAny({ ...ratings, name: undefined });
+  const nameLast = { ...rest, value: Buffer.concat([rest.value, Buffer.from([0x0a, RATINGS.length]), Buffer.from(RATINGS)]) }; // the name field after the rest
+  t.same([...engine.endpointNamesAhead([...anys(clusters()), { any: nameLast }])!].sort(), [RATINGS, REVIEWS], 'bytes that do not begin with a name are read ahead in full');
+  const known = anys(clusters()).map((c, i) => ({ ...c, name: ['BlackHoleCluster', 'PassthroughCluster', REVIEWS][i] }));
+  t.equal(engine.endpointNamesAhead(known), undefined, "delta: the server's names, all known");
+  t.ok(engine.endpointNamesAhead(known.map((c, i) => (i === 2 ? { ...c, name: 'not-yet-known' } : c))), 'one unknown: read ahead');
+});
