@@ -23,6 +23,12 @@ class Sourced {
     return this.#plain();
   }
 
+  /**
+   * A `raw` among the fields Object.assign copies lands here and is dropped: copying the fields without
+   * it first was one more copy of every resource and model in each push.
+   */
+  set raw(_ignored: unknown) {}
+
   static digestOf(o: unknown): string | undefined {
     return o instanceof Sourced ? o.#digest : undefined;
   }
@@ -30,8 +36,7 @@ class Sourced {
 
 /** `config`'s fields (a `raw` among them is dropped), with a `raw` made by `plain` when read; remembers the digest. */
 export function fromSource<F extends object, R>(config: F, digest: string, plain: () => R): Omit<F, 'raw'> & { readonly raw: R } {
-  const { raw: _raw, ...fields } = config as F & { raw?: unknown };
-  return new Sourced(fields, digest, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
+  return new Sourced(config, digest, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
 }
 
 /** Same config: by the digests of their bytes when both came from xDS, else by their JSON. */

@@ -128,6 +128,7 @@ t.test('two listeners are the same config by their bytes when both came from xDS
   t.ok(sameSource(a, b), 'equal digests');
   t.notOk(sameSource(a, c), 'different digests');
   t.same(a.raw, { from: 'bytes' }, 'raw is made when read');
+  t.notOk(Object.hasOwn(a, 'raw'), "the model's own raw is not copied in");
 });
 
 t.test('xsidecar check: exit 0 with a summary, exit 1 with the field path', async (t) => {
