@@ -19,16 +19,11 @@ export class ClusterState {
     /** The endpoints the hosts were made from (EDS, or the cluster's own): unchanged, the state is kept. */
     readonly assignment?: ClusterLoadAssignment,
   ) {
-    // Envoy's priority levels: the lowest level that has a usable host takes all traffic.
-    const levels = new Map<number, Host[]>();
-    hosts.forEach((h) => {
-      if (!h.healthy) return;
-      const level = levels.get(h.priority);
-      if (level) level.push(h);
-      else levels.set(h.priority, [h]);
-    });
-    const best = [...levels.keys()].sort((a, b) => a - b)[0];
-    if (best !== undefined) this.usable = levels.get(best)!;
+    // Envoy's priority levels: the lowest level that has a usable host takes all traffic. Found without a
+    // map of the levels: a full push builds the state of every cluster twice (after CDS, after EDS).
+    let best = Infinity;
+    for (const h of hosts) if (h.healthy && h.priority < best) best = h.priority;
+    if (best !== Infinity) this.usable = hosts.filter((h) => h.healthy && h.priority === best);
   }
 
   get isOriginalDst(): boolean {

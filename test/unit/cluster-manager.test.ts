@@ -89,3 +89,22 @@ t.test('a kept state does not keep the states it was made beside', async (t) => 
   t.same(cm.get('a')!.outlier!.hostsOf().map((h) => h.port), [1]);
   for (const s of cm.all()) s.outlier?.stop();
 });
+
+t.test("priority levels: the lowest level with a usable host takes all traffic, in the endpoints' order", async (t) => {
+  const cm = new ClusterManager();
+  const levels = (...eps: [port: number, priority: number, health?: string][]) =>
+    decodeLoadAssignment(
+      { cluster_name: 'p', endpoints: eps.map(([port, priority, health]) => ({ priority, lb_endpoints: [{ endpoint: { address: { socket_address: { address: '10.0.0.1', port_value: port } } }, ...(health ? { health_status: health } : {}) }] })) },
+      'p',
+      newContext(),
+    );
+  const usable = (e: ClusterLoadAssignment) => {
+    cm.update(snapshot([cluster('p')], [e]));
+    return cm.get('p')!.usableHosts.map((h) => h.port);
+  };
+  t.same(usable(levels([1, 1], [2, 0], [3, 1], [4, 0])), [2, 4], 'level 0, in order');
+  t.same(usable(levels([1, 1], [2, 0, 'UNHEALTHY'], [3, 1], [4, 0, 'DRAINING'])), [1, 3], 'level 0 all out: level 1');
+  t.same(usable(levels([1, 2], [2, 1, 'UNHEALTHY'], [3, 2])), [1, 3], 'the lowest level that has one, however far');
+  t.same(usable(levels([1, 0, 'UNHEALTHY'])), [], 'none usable: none');
+  t.equal(cm.get('p')!.pick(), undefined);
+});
