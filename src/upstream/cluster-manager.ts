@@ -132,7 +132,6 @@ export class ClusterManager {
   private checkHealth(cluster: Cluster, hosts: readonly Host[]): void {
     const check = cluster.healthChecks[0];
     const running = this.checkers.get(cluster.name);
-    if (!check && !running) return; // hosts are cleared of a failed check when its checker stops
     if (running && check && JSON.stringify(running.check) === JSON.stringify(check)) return running.setHosts(hosts);
     running?.stop();
     this.checkers.delete(cluster.name);

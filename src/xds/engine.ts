@@ -119,8 +119,7 @@ export class XdsEngine {
     // for a name that was unsubscribed meanwhile.
     if (kind === 'cluster' || kind === 'endpoint') this.state.retain('endpoint', this.wantedNames('endpoint'));
     if (kind === 'listener' || kind === 'route') this.state.retain('route', this.wantedNames('route'));
-    // Each accepted resource's bytes stay in its response's buffer: a buffer now mostly dead is packed.
-    repack(bytesOf(this.state.active[kind]));
+    this.packHeldBytes(kind);
     const fresh = decoded.resources.filter((r) => before.get(r.name) !== r);
     const warnings = fresh.flatMap((r) => r.warnings.map((w) => `${r.name}: ${w}`));
     this.opts.log.info(
@@ -130,6 +129,29 @@ export class XdsEngine {
     if (warnings.length > 0) this.opts.log.debug({ type: api, warnings }, 'xds: warnings');
     this.rebuild();
     return undefined;
+  }
+
+  /**
+   * Each accepted resource's bytes stay in its response's buffer (held-bytes.ts): buffers now mostly dead
+   * are packed. That is the kind just handled, and the endpoints or routes it may have retained out. The
+   * old version of a warming cluster or listener counts too: it serves until the new one is warm, which
+   * may be for ever.
+   */
+  private packHeldBytes(kind: ConfigKind): void {
+    const kinds: ConfigKind[] = kind === 'cluster' ? ['cluster', 'endpoint'] : kind === 'listener' ? ['listener', 'route'] : [kind];
+    for (const k of kinds) {
+      const held = new Set(bytesOf(this.state.active[k].values()));
+      for (const r of this.servingWhileWarming(k)) held.add(r.bytes);
+      repack(held);
+    }
+  }
+
+  /** The old versions in force of the clusters or listeners warming at the last build. */
+  private servingWhileWarming(kind: ConfigKind): Resource[] {
+    const build = this.lastBuild;
+    if (!build || (kind !== 'cluster' && kind !== 'listener')) return [];
+    const live = build.published.resources[kind];
+    return build.warming[kind === 'cluster' ? 'clusters' : 'listeners'].flatMap((w) => live.get(w.name) ?? []);
   }
 
   private handleNameTable(input: ResponseInput): string | undefined {
@@ -279,11 +301,9 @@ export class XdsEngine {
   }
 }
 
-const bytesOf = (resources: ReadonlyMap<string, Resource>): Iterable<HeldBytes | undefined> => ({
-  *[Symbol.iterator]() {
-    for (const r of resources.values()) yield r.bytes;
-  },
-});
+function* bytesOf(resources: Iterable<Resource>): Generator<HeldBytes | undefined> {
+  for (const r of resources) yield r.bytes;
+}
 
 type Warming = BuildResult['warming'];
 const sameList = (a: readonly Resource[], b: readonly Resource[]) => a.length === b.length && a.every((r, i) => r === b[i]);

@@ -1,9 +1,9 @@
 /**
  * The bytes of each accepted resource, kept so that /config_dump shows what came (resources.ts). They stay
  * where they arrived: a view into the buffer of the response that brought them. Copied out one by one, as a
- * string per resource, they cost a fifth of a full push of the 1,000-service mesh on Node 24 (bench/xds-scale.ts)
- * and a third of what each push promoted to V8's old generation; a copy per resource in Buffers of their
- * own would instead scatter thousands of small blocks through malloc's arenas.
+ * string per resource, they cost a fifth of a full push of the 1,000-service mesh on Node 24 (in process,
+ * bench/xds-decode.ts) and a third of what each push promoted to V8's old generation; a copy per resource
+ * in Buffers of their own would instead scatter thousands of small blocks through malloc's arenas.
  *
  * A view keeps its whole buffer, so the buffers are repacked: after each accepted response, the bytes still
  * held in a buffer mostly dead (a push that changed two clusters of two thousand keeps two resources of its

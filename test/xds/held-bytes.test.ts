@@ -54,31 +54,31 @@ const clusterName = (i: number) => `outbound|9080||svc-${i}.default.svc.cluster.
 /** Cluster i of the mesh, its connect timeout `timeout` seconds. */
 const cluster = (i: number, timeout: number): Json => ({ '@type': TYPE_URL.cluster, ...reviews, name: clusterName(i), eds_cluster_config: { ...(reviews.eds_cluster_config as Json), service_name: clusterName(i) }, connect_timeout: `${timeout}s` });
 
-/** A CDS response as the client reads it: one buffer, each resource's bytes a view into it. */
-function cdsResponse(version: string, clusters: Json[]): AnyMessage[] {
+/** A response as the client reads it: one buffer, each resource's bytes a view into it. */
+function response(typeUrl: string, version: string, resources: Json[]): { any: AnyMessage }[] {
   const type = protos.DiscoveryResponse;
-  const any = clusters.map((c) => encodeAny(c));
-  const bytes = type.encode(type.fromObject({ version_info: version, type_url: TYPE_URL.cluster, nonce: version, resources: any })).finish();
-  return (type.decode(Buffer.from(bytes)) as unknown as { resources: AnyMessage[] }).resources;
+  const any = resources.map((c) => encodeAny(c));
+  const bytes = type.encode(type.fromObject({ version_info: version, type_url: typeUrl, nonce: version, resources: any })).finish();
+  return (type.decode(Buffer.from(bytes)) as unknown as { resources: AnyMessage[] }).resources.map((a) => ({ any: a }));
 }
+const cla = readFixture(DSB, 'cla_outbound_9080_reviews.json');
+const endpointsOf = (count: number) => Array.from({ length: count }, (_, i) => ({ '@type': TYPE_URL.endpoint, ...cla, cluster_name: clusterName(i) }));
+const statsOf = (resources: ReadonlyMap<string, Resource>) => heldStats([...resources.values()].map((r) => r.bytes));
 
 t.test('through the engine: pushes that change some clusters, all, or one at a time keep under twice the bytes they use', async (t) => {
   const published: Published[] = [];
   const engine = engineInto(published);
   engine.handle('listener', { items: [], version: 'l1', replaceAll: true });
-  const cla = readFixture(DSB, 'cla_outbound_9080_reviews.json');
-  const endpoints = Array.from({ length: SERVICES }, (_, i) => ({ any: encodeAny({ '@type': TYPE_URL.endpoint, ...cla, cluster_name: clusterName(i) }) }));
   const timeouts = Array.from({ length: SERVICES }, () => 1);
   const clusters = () => new Map<string, Resource>([...published.at(-1)!.resources.cluster]);
   const push = async (version: string, change: (i: number) => boolean) => {
     for (let i = 0; i < SERVICES; i++) if (change(i)) timeouts[i] = (timeouts[i]! % 9) + 1;
-    const items = cdsResponse(version, timeouts.map((s, i) => cluster(i, s))).map((any) => ({ any }));
+    const items = response(TYPE_URL.cluster, version, timeouts.map((s, i) => cluster(i, s)));
     t.equal(engine.handle('cluster', { items, version, replaceAll: true }), undefined, `${version} accepted`);
-    if (version === 'v1') engine.handle('endpoint', { items: endpoints, version, replaceAll: false });
+    if (version === 'v1') engine.handle('endpoint', { items: response(TYPE_URL.endpoint, version, endpointsOf(SERVICES)), version, replaceAll: false });
     await new Promise((r) => setImmediate(r));
     const held = clusters();
-    const stats = heldStats([...held.values()].map((r) => r.bytes));
-    return { held, stats, responseBytes: items[0]!.any.value.buffer.byteLength };
+    return { held, stats: statsOf(held), responseBytes: items[0]!.any.value.buffer.byteLength };
   };
   const bounded = (s: ReturnType<typeof heldStats>, what: string) =>
     t.ok(s.bufferBytes <= 2 * s.liveBytes + SMALL_BUFFER, `${what}: ${s.buffers} buffers, ${s.bufferBytes} bytes for ${s.liveBytes} in use`);
@@ -113,4 +113,46 @@ t.test('through the engine: pushes that change some clusters, all, or one at a t
     t.equal((r.raw as Json).connect_timeout, `${timeouts[i]}s`, `${clusterName(i)}: its raw as it came`);
     t.equal((r.config as Cluster).connectTimeoutMs, timeouts[i]! * 1000);
   }
+});
+
+t.test('endpoints a CDS response leaves unused are dropped, and their response packed then, not at the next EDS response', async (t) => {
+  const published: Published[] = [];
+  const engine = engineInto(published);
+  engine.handle('listener', { items: [], version: 'l1', replaceAll: true });
+  const clustersUpTo = (n: number) => Array.from({ length: n }, (_, i) => cluster(i, 1));
+  engine.handle('cluster', { items: response(TYPE_URL.cluster, 'c1', clustersUpTo(SERVICES)), version: 'c1', replaceAll: true });
+  engine.handle('endpoint', { items: response(TYPE_URL.endpoint, 'e1', endpointsOf(SERVICES)), version: 'e1', replaceAll: false });
+  await new Promise((r) => setImmediate(r));
+  t.equal(statsOf(published.at(-1)!.resources.endpoint).buffers, 1, 'the endpoints: one response');
+
+  engine.handle('cluster', { items: response(TYPE_URL.cluster, 'c2', clustersUpTo(SERVICES / 10)), version: 'c2', replaceAll: true });
+  await new Promise((r) => setImmediate(r));
+  const endpoints = published.at(-1)!.resources.endpoint;
+  t.equal(endpoints.size, SERVICES / 10, 'nine tenths of the endpoints are no longer wanted');
+  const s = statsOf(endpoints);
+  t.ok(s.bufferBytes <= 2 * s.liveBytes + SMALL_BUFFER, `the endpoints' buffers: ${s.bufferBytes} bytes for ${s.liveBytes} in use`);
+  const r = endpoints.get(clusterName(7))!;
+  t.equal((r.raw as Json).cluster_name, clusterName(7), 'and what /config_dump shows of them is what came');
+});
+
+t.test("a warming cluster's old version, still in force, is packed out of its response like the rest", async (t) => {
+  const published: Published[] = [];
+  const engine = engineInto(published);
+  engine.handle('listener', { items: [], version: 'l1', replaceAll: true });
+  const all = (timeout: number) => Array.from({ length: SERVICES }, (_, i) => cluster(i, timeout));
+  const first = response(TYPE_URL.cluster, 'c1', all(1));
+  engine.handle('cluster', { items: first, version: 'c1', replaceAll: true });
+  engine.handle('endpoint', { items: response(TYPE_URL.endpoint, 'e1', endpointsOf(SERVICES)), version: 'e1', replaceAll: false });
+  await new Promise((r) => setImmediate(r));
+  const firstBuffer = first[0]!.any.value.buffer;
+  // Cluster 7 moves to an EDS name nobody has sent endpoints for: it warms, its old version serves.
+  const moved = (timeout: number) => all(timeout).map((c, i) => (i === 7 ? { ...c, eds_cluster_config: { eds_config: { ads: {} }, service_name: 'not-sent-yet' } } : c));
+  for (const [version, timeout] of [['c2', 1], ['c3', 2]] as const) {
+    engine.handle('cluster', { items: response(TYPE_URL.cluster, version, moved(timeout)), version, replaceAll: true });
+    await new Promise((r) => setImmediate(r));
+  }
+  t.same(engine.status().warming.clusters.map((r) => r.name), [clusterName(7)], 'cluster 7 is warming');
+  const serving = published.at(-1)!.resources.cluster.get(clusterName(7))!;
+  t.equal((serving.raw as Json).connect_timeout, '1s', 'its first version serves');
+  t.not(serving.bytes!.view.buffer, firstBuffer, 'and no longer holds the first response, all else in it replaced');
 });
