@@ -9,7 +9,7 @@ export class SharedTable<V> {
 
   constructor(
     private readonly maxEntries: number,
-    private readonly maxKeyLength: number,
+    readonly maxKeyLength: number,
   ) {}
 
   get(key: string): V | undefined {

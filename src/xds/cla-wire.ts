@@ -17,8 +17,8 @@ import { isIP } from 'node:net';
 import { newEndpoint, sharedSocketMatch } from '../config/cluster.js';
 import { SharedTable } from '../config/shared-table.js';
 import { type ClusterLoadAssignment, type Endpoint, HEALTH_STATUSES } from '../config/model.js';
-import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
-import { directly, elsewhere, LEN, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
+import { asBuffer, WireCursor } from './wire-json.js';
+import { directly, elsewhere, LEN, readByBytes, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
 
 interface EndpointMetadata {
   readonly transportSocketMatch: Readonly<Record<string, string>> | undefined;
@@ -55,12 +55,7 @@ function readMetadata(c: WireCursor, end: number): EndpointMetadata {
  */
 const metadataByBytes = new SharedTable<EndpointMetadata>(4096, 1024);
 
-function metadata(c: WireCursor, end: number): EndpointMetadata {
-  const key = latin1Of(c.buf, c.pos, end);
-  const md = metadataByBytes.get(key) ?? metadataByBytes.keep(key, readMetadata(c, end));
-  c.pos = end;
-  return md;
-}
+const metadata = (c: WireCursor, end: number): EndpointMetadata => readByBytes(metadataByBytes, c, end, readMetadata);
 
 /** envoy.config.core.v3.Address with a SocketAddress holding an IP and a port. */
 function socketAddress(c: WireCursor, end: number): { address: string; port: number } {

@@ -25,8 +25,8 @@ import { SharedTable } from '../config/shared-table.js';
 import { type TransportSocketMatch, tlsVersionAt, type UpstreamTls } from '../config/tls-context.js';
 import { durationString } from './proto-json.js';
 import type { XdsProtos } from './protos.js';
-import { asBuffer, latin1Of, WireCursor } from './wire-json.js';
-import { directly, elsewhere, LEN, nonEmpty, PartTable, skipParsed, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
+import { asBuffer, WireCursor } from './wire-json.js';
+import { directly, elsewhere, LEN, nonEmpty, PartTable, readByBytes, skipParsed, stringStruct, tag, uint32Wrapper, VARINT } from './wire-model.js';
 
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 const RAW_BUFFER = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
@@ -236,13 +236,7 @@ function transportSocket(c: WireCursor, end: number, types: Types): UpstreamTls 
  * each push. A match without a name is named by its place, so the table keeps it nameless.
  */
 function socketMatch(c: WireCursor, end: number, index: number, types: Types): TransportSocketMatch {
-  const key = end - c.pos <= SOCKET_MATCH_BYTES ? latin1Of(c.buf, c.pos, end) : undefined;
-  let read = key === undefined ? undefined : types.socketMatches.get(key);
-  if (!read) {
-    read = socketMatchRead(c, end, types);
-    if (key !== undefined) types.socketMatches.keep(key, read);
-  }
-  c.pos = end;
+  const read = readByBytes(types.socketMatches, c, end, (c, end) => socketMatchRead(c, end, types));
   return read.name ? read : { ...read, name: `match-${index}` };
 }
 

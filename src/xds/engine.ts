@@ -140,7 +140,8 @@ export class XdsEngine {
   private packHeldBytes(kind: ConfigKind): void {
     const kinds: ConfigKind[] = kind === 'cluster' ? ['cluster', 'endpoint'] : kind === 'listener' ? ['listener', 'route'] : [kind];
     for (const k of kinds) {
-      const held = new Set(bytesOf(this.state.active[k].values()));
+      const held = new Set<HeldBytes | undefined>();
+      for (const r of this.state.active[k].values()) held.add(r.bytes);
       for (const r of this.servingWhileWarming(k)) held.add(r.bytes);
       repack(held);
     }
@@ -182,20 +183,13 @@ export class XdsEngine {
    * rebuild), a removed cluster's names are not wanted from the moment it is removed.
    */
   wantedNames(kind: 'endpoint' | 'route'): Set<string> {
-    const names = kind === 'endpoint' ? this.state.edsNames() : this.state.rdsNames();
-    const build = this.lastBuild;
-    if (!build) return names;
     if (kind === 'endpoint') {
-      for (const w of build.warming.clusters) {
-        const live = build.published.resources.cluster.get(w.name)?.config as Cluster | undefined;
-        if (live?.type === 'EDS') names.add(edsNameOf(live));
-      }
-    } else {
-      for (const w of build.warming.listeners) {
-        const live = build.published.resources.listener.get(w.name)?.config as Listener | undefined;
-        if (live) for (const n of routeNamesOf(live)) names.add(n);
-      }
+      const names = this.state.edsNames();
+      for (const r of this.servingWhileWarming('cluster')) if ((r.config as Cluster).type === 'EDS') names.add(edsNameOf(r.config as Cluster));
+      return names;
     }
+    const names = this.state.rdsNames();
+    for (const r of this.servingWhileWarming('listener')) for (const n of routeNamesOf(r.config as Listener)) names.add(n);
     return names;
   }
 
@@ -299,10 +293,6 @@ export class XdsEngine {
     clearImmediate(this.rebuildQueued);
     for (const t of this.fetchTimers.values()) clearTimeout(t);
   }
-}
-
-function* bytesOf(resources: Iterable<Resource>): Generator<HeldBytes | undefined> {
-  for (const r of resources) yield r.bytes;
 }
 
 type Warming = BuildResult['warming'];

@@ -95,6 +95,22 @@ export function skipParsed(type: protobuf.Type, depth: number, c: WireCursor, en
 }
 
 /**
+ * What `read` makes of the bytes from the cursor to `end`, read once per distinct bytes: remembered in
+ * `table` under those bytes when they are no longer than its keys may be (longer ones are read each time,
+ * without making a key). The cursor ends at `end`.
+ */
+export function readByBytes<T>(table: SharedTable<T>, c: WireCursor, end: number, read: (c: WireCursor, end: number) => T): T {
+  const key = end - c.pos <= table.maxKeyLength ? latin1Of(c.buf, c.pos, end) : undefined;
+  let value = key === undefined ? undefined : table.get(key);
+  if (value === undefined) {
+    value = read(c, end);
+    if (key !== undefined) table.keep(key, value);
+  }
+  c.pos = end;
+  return value;
+}
+
+/**
  * A part of the model decoded the general way (its proto3 JSON, then the model's own decoder) and
  * remembered by its bytes with the warnings it gave: Istio sends the same circuit breakers or outlier
  * detection to many clusters, and the same bytes again in every push.
@@ -108,21 +124,17 @@ export class PartTable<T> {
     private readonly depth: number,
     private readonly decode: (plain: Record<string, unknown>, warnings: string[]) => T,
     entries = 256,
-    private readonly maxBytes = 1024,
+    maxBytes = 1024,
   ) {
     this.#table = new SharedTable(entries, maxBytes);
   }
 
   /** The part in `c` up to `end`; its warnings are added to `warnings`. */
   read(c: WireCursor, end: number, warnings: string[]): T {
-    const key = end - c.pos <= this.maxBytes ? latin1Of(c.buf, c.pos, end) : undefined;
-    let part = key === undefined ? undefined : this.#table.get(key);
-    if (!part) {
+    const part = readByBytes(this.#table, c, end, (c, end) => {
       const own: string[] = [];
-      part = { value: this.decode(wireToJson(this.type, c.buf.subarray(c.pos, end), this.depth), own), warnings: own };
-      if (key !== undefined) this.#table.keep(key, part);
-    }
-    c.pos = end;
+      return { value: this.decode(wireToJson(this.type, c.buf.subarray(c.pos, end), this.depth), own), warnings: own };
+    });
     warnings.push(...part.warnings);
     return part.value;
   }
