@@ -37,12 +37,12 @@
  *   {"cmd":"kill-streams"}                   end every stream with UNAVAILABLE
  *   {"cmd":"stop"} / {"cmd":"start"}         shut the server down / listen again on the same port
  */
+import { hash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import type protobuf from 'protobufjs';
-import { digestOf } from '../../src/xds/any.js';
+import protobuf from 'protobufjs';
 import { fromProto3Json, TO_OBJECT } from '../../src/xds/proto-json.js';
 import { DELTA_METHOD, DUMP_PROTOS, loadXdsProtos, SOTW_METHOD } from '../../src/xds/protos.js';
 import { kindOfTypeUrl, type ResourceKind, TYPE_URL, WILDCARD } from '../../src/xds/type-urls.js';
@@ -73,6 +73,9 @@ interface AnyMsg {
 interface Stored {
   readonly name: string;
   readonly any: AnyMsg;
+  /** `any` encoded, so a response is put together from bytes: encoding each Any again on every push was
+   * the most of this peer's CPU, on the cores the client it measures runs on. */
+  readonly anyBytes: Uint8Array;
   readonly digest: string;
   /** The set version in which this resource last changed (its delta version). */
   readonly version: string;
@@ -105,7 +108,7 @@ function encode(json: Record<string, unknown>): Encoded {
     },
   }) as unknown as AnyMsg;
   const name = String(json.name ?? json.cluster_name ?? json.clusterName ?? '');
-  return { kind, name, any, digest: digestOf(any.value) };
+  return { kind, name, any, anyBytes: AnyType.encode(any).finish(), digest: hash('sha1', any.value, 'base64') };
 }
 
 /** Throws (before changing anything) if one cannot be encoded. */
@@ -140,11 +143,11 @@ function encodeFile(file: string): { readonly version?: string; readonly items: 
 /** Groups resources by type, each keeping the version in which it last changed. */
 function byKindVersioned(items: readonly Encoded[], version: string): Map<ResourceKind, Stored[]> {
   const byKind = new Map<ResourceKind, Stored[]>();
-  for (const { kind, ...e } of items) {
-    const prev = store.get(kind)!.resources.get(e.name);
-    const list = byKind.get(kind) ?? [];
-    list.push({ ...e, version: prev?.digest === e.digest ? prev.version : version });
-    byKind.set(kind, list);
+  for (const e of items) {
+    const prev = store.get(e.kind)!.resources.get(e.name);
+    let list = byKind.get(e.kind);
+    if (!list) byKind.set(e.kind, (list = []));
+    list.push({ name: e.name, any: e.any, anyBytes: e.anyBytes, digest: e.digest, version: prev?.digest === e.digest ? prev.version : version });
   }
   return byKind;
 }
@@ -169,7 +172,7 @@ interface DeltaWatch {
 interface Stream {
   readonly id: number;
   readonly api: 'sotw' | 'delta';
-  readonly call: grpc.ServerDuplexStream<Record<string, unknown>, Record<string, unknown>>;
+  readonly call: grpc.ServerDuplexStream<Plain, Plain | Uint8Array>;
   readonly sotw: Map<ResourceKind, SotwWatch>;
   readonly delta: Map<ResourceKind, DeltaWatch>;
   nodeSeen: boolean;
@@ -193,6 +196,13 @@ function releasable(w: { pending: boolean }, kind: ResourceKind): boolean {
   return !w.pending;
 }
 
+/** A DiscoveryResponse's bytes (fields 1, 2, 4, 5), its Anys copied as they were encoded. */
+function sotwResponse(version: string, items: readonly Stored[], typeUrl: string, nonce: string): Uint8Array {
+  const w = protobuf.Writer.create().uint32(10).string(version);
+  for (const i of items) w.uint32(18).bytes(i.anyBytes);
+  return w.uint32(34).string(typeUrl).uint32(42).string(nonce).finish();
+}
+
 function respondSotw(s: Stream, kind: ResourceKind): void {
   const w = s.sotw.get(kind);
   if (!w || !releasable(w, kind)) return;
@@ -202,7 +212,7 @@ function respondSotw(s: Stream, kind: ResourceKind): void {
     : w.names.flatMap((n) => ts.resources.get(n) ?? (kind === 'endpoint' ? [emptyCla(n)] : []));
   const nonce = nextNonce();
   w.nonceSent = nonce;
-  s.call.write({ version_info: ts.version, resources: items.map((i) => i.any), type_url: TYPE_URL[kind], nonce });
+  s.call.write(sotwResponse(ts.version, items, TYPE_URL[kind], nonce));
   out({ event: 'response', stream: s.id, api: 'sotw', type: kind, version: ts.version, nonce, names: items.map((i) => i.name), bytes: items.reduce((n, i) => n + i.any.value.length, 0) });
 }
 
@@ -301,7 +311,7 @@ function onDeltaRequest(s: Stream, req: Plain): void {
 }
 
 function serve(api: 'sotw' | 'delta') {
-  return (call: grpc.ServerDuplexStream<Plain, Plain>) => {
+  return (call: grpc.ServerDuplexStream<Plain, Plain | Uint8Array>) => {
     const s: Stream = { id: ++streamSeq, api, call, sotw: new Map(), delta: new Map(), nodeSeen: false };
     streams.set(s.id, s);
     out({ event: 'stream', stream: s.id, api, open: true, peer: call.getPeer(), authorization: call.metadata.get('authorization')[0], clusterId: call.metadata.get('clusterid')[0] });
@@ -327,8 +337,8 @@ function serve(api: 'sotw' | 'delta') {
 }
 
 const codec = (type: protobuf.Type) => ({
-  serialize: (m: Plain) => {
-    const bytes = type.encode(type.fromObject(m)).finish();
+  serialize: (m: Plain | Uint8Array) => {
+    const bytes = m instanceof Uint8Array ? m : type.encode(type.fromObject(m)).finish();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   },
   deserialize: (b: Buffer) => type.toObject(type.decode(b), TO_OBJECT) as Plain,
