@@ -1,8 +1,13 @@
 /**
- * Where an xDS resource's model came from, without keeping it: the digest of the resource's bytes (equal
- * digests, equal configs) and a way to make its proto3 JSON again when /config_dump asks. Kept, that
- * JSON took more heap than the model itself (26 of 34 MiB for a mesh of 1,000 services).
+ * Where an xDS resource's model came from, without keeping it: the resource's bytes, kept anyway (equal
+ * bytes, equal configs), and a way to make its proto3 JSON again from them when /config_dump asks. Kept,
+ * that JSON took more heap than the model itself (26 of 34 MiB for a mesh of 1,000 services).
  */
+
+/** The bytes a model was read from; `view` may move (src/xds/held-bytes.ts), the bytes stay the same. */
+export interface SourceBytes {
+  readonly view: Uint8Array;
+}
 
 /**
  * `raw` is a getter on the prototype, the way to make it with the object stays in private fields: a getter
@@ -10,11 +15,11 @@
  * dictionary-mode objects — which the data path reads per connection and per request.
  */
 class Sourced {
-  readonly #digest: string;
+  readonly #bytes: SourceBytes;
   readonly #plain: () => unknown;
 
-  constructor(fields: object, digest: string, plain: () => unknown) {
-    this.#digest = digest;
+  constructor(fields: object, bytes: SourceBytes, plain: () => unknown) {
+    this.#bytes = bytes;
     this.#plain = plain;
     Object.assign(this, fields);
   }
@@ -29,21 +34,21 @@ class Sourced {
    */
   set raw(_ignored: unknown) {}
 
-  static digestOf(o: unknown): string | undefined {
-    return o instanceof Sourced ? o.#digest : undefined;
+  static bytesOf(o: unknown): SourceBytes | undefined {
+    return o instanceof Sourced ? o.#bytes : undefined;
   }
 }
 
-/** `config`'s fields (a `raw` among them is dropped), with a `raw` made by `plain` when read; remembers the digest. */
-export function fromSource<F extends object, R>(config: F, digest: string, plain: () => R): Omit<F, 'raw'> & { readonly raw: R } {
-  return new Sourced(config, digest, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
+/** `config`'s fields (a `raw` among them is dropped), with a `raw` made by `plain` when read; remembers the bytes. */
+export function fromSource<F extends object, R>(config: F, bytes: SourceBytes, plain: () => R): Omit<F, 'raw'> & { readonly raw: R } {
+  return new Sourced(config, bytes, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
 }
 
-/** Same config: by the digests of their bytes when both came from xDS, else by their JSON. */
+/** Same config: by their bytes when both came from xDS, else by their JSON. */
 export function sameSource(a: { readonly raw: unknown }, b: { readonly raw: unknown }): boolean {
   if (a === b) return true;
-  const da = Sourced.digestOf(a);
-  const db = Sourced.digestOf(b);
-  if (da !== undefined && db !== undefined) return da === db;
+  const ba = Sourced.bytesOf(a);
+  const bb = Sourced.bytesOf(b);
+  if (ba !== undefined && bb !== undefined) return Buffer.compare(ba.view, bb.view) === 0;
   return JSON.stringify(a.raw) === JSON.stringify(b.raw);
 }

@@ -3,11 +3,10 @@
  * enums and int64 as strings, nested Anys expanded when their type is loaded, kept as base64 otherwise),
  * read from the bytes in one pass by wire-json.ts.
  */
-import { hash } from 'node:crypto';
 import protobuf from 'protobufjs';
 import { TO_OBJECT } from './proto-json.js';
 import { DUMP_PROTOS, loadXdsProtos, type XdsProtos } from './protos.js';
-import { wireToJson } from './wire-json.js';
+import { asBuffer, WireCursor, wireToJson } from './wire-json.js';
 
 export interface AnyMessage {
   readonly type_url: string;
@@ -25,8 +24,20 @@ export class UnpackError extends Error {
   override name = 'UnpackError';
 }
 
-/** A digest of a resource's bytes: an unchanged resource in a new push is recognised without decoding it. */
-export const digestOf = (bytes: Uint8Array): string => hash('sha1', bytes, 'base64');
+/**
+ * The name a serialized resource begins with: field 1 of a Listener, Cluster, RouteConfiguration and
+ * ClusterLoadAssignment, written first by istiod as by any protobuf encoder; undefined otherwise. A later
+ * name field would replace it, so it is a hint: to a resource already known, or to what to ask for ahead.
+ */
+export function leadingName(bytes: Uint8Array): string | undefined {
+  try {
+    const buf = asBuffer(bytes);
+    const c = new WireCursor(buf);
+    return buf.length > 0 && c.tag(buf.length) === (1 << 3) + 2 ? c.string(buf.length) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export function nameOf(message: Record<string, unknown>): string {
   const n = message.name ?? message.cluster_name;

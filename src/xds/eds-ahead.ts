@@ -9,7 +9,7 @@
  * resource this scan cannot read is simply left to the decoder. It reads three fields of each Cluster
  * and skips everything else by its wire type, without building anything, with the decoder's own cursor:
  * one reading of the wire. Only clusters the sidecar does not have yet are read (engine.endpointNamesAhead),
- * known by the name their bytes begin with.
+ * known by the name their bytes begin with (any.ts, leadingName).
  */
 import { asBuffer, WireCursor } from './wire-json.js';
 
@@ -55,20 +55,6 @@ export function edsNameAhead(bytes: Uint8Array): string | undefined {
     }
     if (custom || type !== EDS || !name) return undefined;
     return service || name;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The name of a serialized Cluster when it is the first field, where istiod (like any protobuf encoder)
- * writes it; undefined otherwise. A later name field would replace it: this is a hint as well.
- */
-export function leadingNameAhead(bytes: Uint8Array): string | undefined {
-  try {
-    const buf = asBuffer(bytes);
-    const c = new WireCursor(buf);
-    return buf.length > 0 && c.tag(buf.length) === (NAME << 3) + 2 ? c.string(buf.length) : undefined;
   } catch {
     return undefined;
   }

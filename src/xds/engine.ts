@@ -6,11 +6,11 @@
  */
 import type { Logger } from '../observe/log.js';
 import { metrics } from '../observe/metrics.js';
-import { unpackAny } from './any.js';
+import { leadingName, unpackAny } from './any.js';
 import type { Cluster, Listener } from '../config/model.js';
 import { ConfigState, edsNameOf, type Rejection, routeNamesOf } from './config-state.js';
 import type { XdsProtos } from './protos.js';
-import { edsNamesAhead, leadingNameAhead } from './eds-ahead.js';
+import { edsNamesAhead } from './eds-ahead.js';
 import { type HeldBytes, repack } from './held-bytes.js';
 import { decodeResources, type IncomingResource, type Resource, type Statics } from './resources.js';
 import { type BuildResult, type Published, SnapshotBuilder, type WarmingPolicy } from './snapshot-builder.js';
@@ -202,7 +202,7 @@ export class XdsEngine {
    */
   endpointNamesAhead(clusters: readonly IncomingResource[]): Set<string> | undefined {
     const known = this.state.active.cluster;
-    const fresh = clusters.filter((c) => c.any.type_url === TYPE_URL.cluster && !known.has(c.name ?? leadingNameAhead(c.any.value) ?? ''));
+    const fresh = clusters.filter((c) => c.any.type_url === TYPE_URL.cluster && !known.has(c.name ?? leadingName(c.any.value) ?? ''));
     if (fresh.length === 0) return undefined;
     const names = this.wantedNames('endpoint');
     for (const n of edsNamesAhead(fresh.map((c) => c.any))) names.add(n);

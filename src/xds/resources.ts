@@ -9,7 +9,7 @@ import type { Cluster, ClusterLoadAssignment, Listener } from '../config/model.j
 import { ConfigError, newContext } from '../config/reader.js';
 import { fromSource } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
-import { type AnyMessage, digestOf, unpackAny, UnpackError } from './any.js';
+import { type AnyMessage, leadingName, unpackAny, UnpackError } from './any.js';
 import { claFromWire } from './cla-wire.js';
 import { clusterFromWire } from './cluster-wire.js';
 import { HeldBytes } from './held-bytes.js';
@@ -19,7 +19,6 @@ import { type ConfigKind, KIND_LABEL, TYPE_URL } from './type-urls.js';
 
 export interface Resource<T = unknown> {
   readonly name: string;
-  readonly digest: string;
   /** Proto3 JSON, snake_case, for /config_dump: decoded again from the resource's bytes on each read. */
   readonly raw: Record<string, unknown>;
   /** The decoded model object (Listener, Cluster, ClusterLoadAssignment, RouteConfiguration). */
@@ -74,7 +73,7 @@ function fromWire(protos: XdsProtos, kind: ConfigKind, bytes: Uint8Array, ctx: R
 function sourced(protos: XdsProtos, typeUrl: string, value: Uint8Array, r: Omit<Resource, 'raw' | 'bytes'>): Resource {
   const bytes = new HeldBytes(asBuffer(value));
   const plain = () => unpackAny(protos, { type_url: typeUrl, value: bytes.view }).plain;
-  return fromSource({ ...r, bytes, config: fromSource(r.config as object, r.digest, plain) }, r.digest, plain);
+  return fromSource({ ...r, bytes, config: fromSource(r.config as object, bytes, plain) }, bytes, plain);
 }
 
 /** `Listener "virtualInbound": filter_chains[2].filters: no terminal network filter …` */
@@ -96,18 +95,17 @@ export function decodeResources(
   const failures: ResourceFailure[] = [];
   const seen = new Set<string>();
   const typeUrl = TYPE_URL[kind];
-  // The bytes name the resource, so bytes seen before are that resource: found by digest before anything
-  // is decoded, a full push that resends the mesh costs a hash per unchanged resource.
-  let byDigest: Map<string, Resource> | undefined;
   items.forEach((item, i) => {
     let name = item.name ?? `#${i}`;
     let raw: Record<string, unknown> | undefined;
     let direct: ReturnType<typeof fromWire>;
     try {
-      const digest = digestOf(item.any.value);
-      byDigest ??= new Map([...previous.values()].map((r) => [r.digest, r]));
-      const known = item.any.type_url === typeUrl ? byDigest.get(digest) : undefined;
-      if (known && (item.name === undefined || item.name === known.name)) {
+      // The bytes name the resource, so bytes equal to those of the resource accepted under the name they
+      // begin with are that resource: a full push that resends the mesh costs a comparison per unchanged
+      // resource, before anything is decoded. (A SHA-1 digest of each was 5 % of the CPU of a full push, Node 24.)
+      const prior = item.any.type_url === typeUrl ? previous.get(item.name ?? leadingName(item.any.value) ?? '') : undefined;
+      const known = prior?.bytes && Buffer.compare(prior.bytes.view, item.any.value) === 0 ? prior : undefined;
+      if (known) {
         name = known.name;
         if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
         seen.add(name);
@@ -130,7 +128,7 @@ export function decodeResources(
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
       const config = direct?.config ?? DECODERS[kind](raw!, ctx);
-      resources.push(sourced(protos, typeUrl, item.any.value, { name, digest, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
+      resources.push(sourced(protos, typeUrl, item.any.value, { name, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {
       if (!(e instanceof ConfigError) && !(e instanceof UnpackError)) throw e;
       // Read directly, it has no proto3 JSON yet: a rejection shows it (config_dump's failed_configuration)

@@ -36,19 +36,18 @@ export interface BuildResult {
 }
 
 export class SnapshotBuilder {
-  /** When each resource version started warming; the key includes its digest so a new version starts over. */
-  private readonly warmingSince = new Map<string, number>();
+  /** When each resource version started warming: a new version is a new Resource, and starts over. */
+  private readonly warmingSince = new Map<Resource, number>();
 
   constructor(private readonly policy: WarmingPolicy) {}
 
   build(state: ConfigState, previous: Published | undefined, now: number): BuildResult {
-    const seen = new Set<string>();
+    const seen = new Set<Resource>();
     let nextDeadline: number | undefined;
-    const warms = (kind: string, r: Resource, timeoutMs: number): boolean => {
-      const key = `${kind}\n${r.name}\n${r.digest}`;
-      seen.add(key);
-      const since = this.warmingSince.get(key) ?? now;
-      this.warmingSince.set(key, since);
+    const warms = (r: Resource, timeoutMs: number): boolean => {
+      seen.add(r);
+      const since = this.warmingSince.get(r) ?? now;
+      this.warmingSince.set(r, since);
       if (timeoutMs > 0 && now - since >= timeoutMs) return false;
       if (timeoutMs > 0) nextDeadline = Math.min(nextDeadline ?? Infinity, since + timeoutMs);
       return true;
@@ -64,7 +63,7 @@ export class SnapshotBuilder {
       const live = new Map<string, Resource>();
       const warming: Resource[] = [];
       for (const [name, r] of state.active[kind]) {
-        if (waiting(r) && warms(kind, r, timeoutMs)) {
+        if (waiting(r) && warms(r, timeoutMs)) {
           warming.push(r);
           const old = previous?.resources[kind].get(name);
           if (old) live.set(name, old);

@@ -194,6 +194,29 @@ t.test('unchanged resources keep the version and time they last changed in', asy
   t.equal((p.snapshot.clusters.get(REVIEWS) as Cluster).connectTimeoutMs, 3000);
 });
 
+t.test('an unchanged resource is known by its bytes, looked up under the name they begin with', async (t) => {
+  const { engine, published, send } = setup();
+  await send('cluster', 'c1', clusters());
+  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
+  await send('listener', 'l1', []);
+  const first = published.at(-1)!.resources.cluster.get('BlackHoleCluster')!;
+  // The same cluster with its name field moved from the front to the end: equal to a decoder, other bytes.
+  const any = encodeAny(clusters()[0]!);
+  const nameLength = 2 + any.value[1]!;
+  const reordered = { type_url: any.type_url, value: Buffer.concat([any.value.subarray(nameLength), any.value.subarray(0, nameLength)]) };
+  const push = async (version: string, black: typeof any) => {
+    t.equal(engine.handle('cluster', { items: [black, ...clusters().slice(1).map(encodeAny)].map((a) => ({ any: a })), version, replaceAll: true }), undefined, `${version} accepted`);
+    await tick();
+    return published.at(-1)!.resources.cluster.get('BlackHoleCluster')!;
+  };
+  t.equal(await push('c2', encodeAny(clusters()[0]!)), first, 'equal bytes in a buffer of their own: the same object');
+  const moved = await push('c3', reordered);
+  t.not(moved, first, 'bytes that differ are decoded');
+  t.same(moved.config, first.config, 'into the same model');
+  t.equal(moved.version, 'c3');
+  t.not(await push('c4', reordered), moved, 'a name not in front is not looked up: decoded again, every time');
+});
+
 /** Waits (up to 5 s) for a timer-driven change, however late a loaded machine runs the timer. */
 async function until(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 100 && !cond(); i++) await sleep(50);
