@@ -11,7 +11,7 @@
  *   node dist/bench/xds-decode.js [--services 1000] [--pushes 40] [--warmup 5] [--unchanged]
  *
  * Runs with the sidecar's heap defaults (src/cli/heap.ts): on Node 24 it re-executes itself with them.
- * `--unchanged` pushes the same round every time (the digest path). Prints one line of JSON: medians per
+ * `--unchanged` pushes the same round every time (the path that compares bytes). Prints one line of JSON: medians per
  * push of wall time, CPU time (all threads), time in GC, scavenges and full GCs. For comparing builds,
  * not for a sidecar's absolute push time: here nothing widens the young generation for a push
  * (memory/young-generation.ts), so on Node 24 this scavenges about 28 times per full push where the

@@ -1,7 +1,8 @@
 /**
  * From the Any-wrapped resources of one response to decoded config, with an error per bad resource
  * that names it and the field at fault. A resource whose bytes did not change since the last accepted
- * version is reused as it was, without being decoded (istiod's full pushes resend everything).
+ * version is reused as it was, without being decoded when its bytes begin with its name, as istiod's do
+ * (its full pushes resend everything).
  */
 import { decodeCluster, decodeLoadAssignment } from '../config/cluster.js';
 import { decodeListener } from '../config/listener.js';
@@ -127,6 +128,13 @@ export function decodeResources(
       name = inner;
       if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
       seen.add(name);
+      // Bytes that do not begin with their name (istiod's do) are read to learn it: equal to the bytes
+      // accepted under it, they are still that resource, with the version and warming clock it has.
+      const same = previous.get(name);
+      if (same !== prior && same?.bytes && Buffer.compare(same.bytes.view, item.any.value) === 0) {
+        resources.push(same);
+        return;
+      }
       const config = direct?.config ?? DECODERS[kind](raw!, ctx);
       resources.push(sourced(protos, typeUrl, item.any.value, { name, config, warnings: ctx.warnings, version: item.version ?? version, lastUpdated: now }));
     } catch (e) {

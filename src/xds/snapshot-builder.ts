@@ -36,7 +36,10 @@ export interface BuildResult {
 }
 
 export class SnapshotBuilder {
-  /** When each resource version started warming: a new version is a new Resource, and starts over. */
+  /**
+   * When each resource version started warming, by Resource: a new version is a new Resource and starts
+   * over; the same bytes sent again are the same Resource (resources.ts) and keep their clock.
+   */
   private readonly warmingSince = new Map<Resource, number>();
 
   constructor(private readonly policy: WarmingPolicy) {}
