@@ -127,6 +127,7 @@ export abstract class AdsStream<Res extends Plain> implements XdsClient {
           return asBuffer(bytes);
         },
         (buf: Buffer) => {
+          this.log.debug({ bytes: buf.length }, 'xds: response read');
           this.opts.onResponse?.();
           return this.responseType.decode(buf) as unknown as Res;
         },

@@ -57,6 +57,12 @@ export interface ResponseInput {
   readonly removed?: readonly string[];
 }
 
+/**
+ * How long responses handled turn after turn may hold back the Snapshot they make: a full push of the
+ * 1,000-service mesh is handled in 100–200 ms, so its four responses make one Snapshot, not three.
+ */
+const COALESCE_MS = 250;
+
 export class XdsEngine {
   private readonly state: ConfigState;
   private readonly builder: SnapshotBuilder;
@@ -72,6 +78,10 @@ export class XdsEngine {
   private stopped = false;
   /** A rebuild is queued (see rebuild). */
   private rebuildQueued: NodeJS.Immediate | undefined;
+  /** Responses handled so far, and how many when the queued rebuild last looked (NaN: not yet); when it was first queued. */
+  private responsesHandled = 0;
+  private responsesSeen = NaN;
+  private rebuildSince = 0;
   nameTable: NameTable | undefined;
 
   constructor(private readonly opts: EngineOptions) {
@@ -103,6 +113,7 @@ export class XdsEngine {
   /** Accepts or rejects one response; returns the NACK message when rejected. */
   handle(kind: ResourceKind, input: ResponseInput): string | undefined {
     if (kind === 'nametable') return this.handleNameTable(input);
+    this.responsesHandled++;
     const now = new Date().toISOString();
     const before = this.state.active[kind];
     const decoded = decodeResources(this.opts.protos, kind, input.items, before, input.version, now);
@@ -215,18 +226,32 @@ export class XdsEngine {
   }
 
   /**
-   * Builds the next Snapshot once the responses at hand are handled, not after each: responses read
-   * together (a push's LDS and RDS, on the 1,000-service mesh of bench/xds-scale.ts) are handled back to
-   * back, and each built and applied a Snapshot of the whole mesh only for the next to replace it; building
-   * and applying were a fifth of what a full push allocated. What is warming changes only here (a warming
-   * timeout, what a resource waited for arrived), and with it the old versions whose EDS/RDS names are
-   * still wanted: then the names are brought in line.
+   * Builds the next Snapshot once the responses at hand are handled, not after each: a push's responses
+   * arrive together, and each built and applied a Snapshot of the whole mesh only for the next to replace
+   * it (on the 1,000-service mesh of bench/xds-scale.ts, building and applying were a fifth of what a full
+   * push allocated). The next response of a push is read from the socket only in the event loop's next
+   * poll phase, after the immediates queued while this one was handled (it arrived while this one was
+   * decoded): so the build waits until a whole turn of the loop has brought no response, up to
+   * COALESCE_MS after it was first queued. A lone response is built two immediates later instead of one.
+   * What is warming changes only here (a warming timeout, what a resource waited for arrived), and with it
+   * the old versions whose EDS/RDS names are still wanted: then the names are brought in line.
    */
   private rebuild(): void {
     if (this.stopped || this.rebuildQueued) return;
+    this.responsesSeen = NaN;
+    this.rebuildSince = performance.now();
+    this.queueRebuild();
+  }
+
+  private queueRebuild(): void {
     this.rebuildQueued = setImmediate(() => {
       this.rebuildQueued = undefined;
       if (this.stopped) return;
+      if (this.responsesSeen !== this.responsesHandled && performance.now() - this.rebuildSince < COALESCE_MS) {
+        this.responsesSeen = this.responsesHandled;
+        this.queueRebuild();
+        return;
+      }
       const before = this.lastBuild?.warming;
       this.buildAndPublish();
       if (!sameWarming(before, this.lastBuild!.warming)) this.opts.onWantedNamesChanged?.();

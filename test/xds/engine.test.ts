@@ -11,12 +11,12 @@ import { loadXdsProtos } from '../../src/xds/protos.js';
 import type { Published } from '../../src/xds/snapshot-builder.js';
 import type { ResourceKind } from '../../src/xds/type-urls.js';
 import { TYPE_URL } from '../../src/xds/type-urls.js';
-import { DSB, encodeAny, engineInto, GEO, type Json, REVIEWS, readFixture, staticCluster } from './harness.js';
+import { afterBuild, DSB, encodeAny, engineInto, GEO, type Json, REVIEWS, readFixture, staticCluster } from './harness.js';
 
 const protos = loadXdsProtos();
 const silent = pino({ level: 'silent' });
 const fx = (f: string) => readFixture(DSB, f);
-const tick = () => new Promise((r) => setImmediate(r));
+const tick = afterBuild;
 
 function setup(o: { edsMs?: number; rdsMs?: number; fetchMs?: number; statics?: { listeners?: Listener[]; clusters?: Cluster[] } } = {}) {
   const published: Published[] = [];
@@ -216,6 +216,41 @@ t.test('an unchanged resource is known by its bytes, looked up under the name th
   t.equal(moved.version, 'c3');
   t.equal(await push('c4', reordered), moved, 'a name not in front: read to learn it, then known by its bytes all the same');
   t.equal(moved.version, 'c3', 'and keeps the version it changed in');
+});
+
+t.test('responses handled on turns of the event loop one after another make one Snapshot; a lone one is built', async (t) => {
+  const { engine, published, send } = setup();
+  await send('cluster', 'c1', clusters());
+  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
+  await send('listener', 'l1', []);
+  const before = published.length;
+  t.ok(before > 0, 'the first config is out');
+  const turn = () => new Promise((r) => setImmediate(r));
+  // As grpc-js hands over a push: each response on a later turn than the one before.
+  const items = (version: string) => clusters().map((c) => ({ any: encodeAny({ ...c, connect_timeout: version === 'c2' ? '2s' : '3s' }) }));
+  engine.handle('cluster', { items: items('c2'), version: 'c2', replaceAll: true });
+  await turn();
+  engine.handle('endpoint', { items: [{ any: encodeAny({ ...fx('cla_outbound_9080_reviews.json'), policy: { overprovisioning_factor: 150 } }) }], version: 'e2', replaceAll: false });
+  await turn();
+  engine.handle('listener', { items: [], version: 'l2', replaceAll: true });
+  await afterBuild();
+  t.equal(published.length, before + 1, 'one Snapshot for the three');
+  t.match(published.at(-1)!.versions, { cluster: 'c2', endpoint: 'e2', listener: 'l2' });
+
+  engine.handle('cluster', { items: items('c3'), version: 'c3', replaceAll: true });
+  await afterBuild();
+  t.equal(published.length, before + 2, 'a lone response: built two immediates on');
+  t.equal(published.at(-1)!.versions.cluster, 'c3');
+
+  // Responses on every turn do not hold the config back for ever: at most COALESCE_MS (250 ms).
+  const start = performance.now();
+  let e = 3;
+  while (published.length === before + 2 && performance.now() - start < 5000) {
+    engine.handle('endpoint', { items: [{ any: encodeAny(fx('cla_outbound_9080_reviews.json')) }], version: `e${e++}`, replaceAll: false });
+    await turn();
+  }
+  t.equal(published.length, before + 3, 'built while responses kept coming');
+  t.ok(performance.now() - start >= 250, 'not before 250 ms of them');
 });
 
 /** Waits (up to 5 s) for a timer-driven change, however late a loaded machine runs the timer. */

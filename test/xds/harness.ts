@@ -64,6 +64,9 @@ export function encodeAny(json: Json): AnyMessage {
 
 export { freePort };
 
+/** Resolves once the Snapshot of the responses just handled is built: two immediates on (engine.ts, rebuild). */
+export const afterBuild = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));
+
 /** An engine without static resources or timeouts (warming waits for ever), publishing into `published`. */
 export function engineInto(published: Published[], more: Partial<EngineOptions> = {}): XdsEngine {
   return new XdsEngine({

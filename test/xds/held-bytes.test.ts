@@ -11,7 +11,7 @@ import { loadXdsProtos } from '../../src/xds/protos.js';
 import type { Resource } from '../../src/xds/resources.js';
 import type { Published } from '../../src/xds/snapshot-builder.js';
 import { TYPE_URL } from '../../src/xds/type-urls.js';
-import { DSB, encodeAny, engineInto, type Json, readFixture } from './harness.js';
+import { afterBuild, DSB, encodeAny, engineInto, type Json, readFixture } from './harness.js';
 
 /** `count` views of `size` bytes each into one buffer, each view's bytes its index. */
 function viewsInto(buffer: Buffer, count: number, size: number): HeldBytes[] {
@@ -76,7 +76,7 @@ t.test('through the engine: pushes that change some clusters, all, or one at a t
     const items = response(TYPE_URL.cluster, version, timeouts.map((s, i) => cluster(i, s)));
     t.equal(engine.handle('cluster', { items, version, replaceAll: true }), undefined, `${version} accepted`);
     if (version === 'v1') engine.handle('endpoint', { items: response(TYPE_URL.endpoint, version, endpointsOf(SERVICES)), version, replaceAll: false });
-    await new Promise((r) => setImmediate(r));
+    await afterBuild();
     const held = clusters();
     return { held, stats: statsOf(held), responseBytes: items[0]!.any.value.buffer.byteLength };
   };
@@ -122,11 +122,11 @@ t.test('endpoints a CDS response leaves unused are dropped, and their response p
   const clustersUpTo = (n: number) => Array.from({ length: n }, (_, i) => cluster(i, 1));
   engine.handle('cluster', { items: response(TYPE_URL.cluster, 'c1', clustersUpTo(SERVICES)), version: 'c1', replaceAll: true });
   engine.handle('endpoint', { items: response(TYPE_URL.endpoint, 'e1', endpointsOf(SERVICES)), version: 'e1', replaceAll: false });
-  await new Promise((r) => setImmediate(r));
+  await afterBuild();
   t.equal(statsOf(published.at(-1)!.resources.endpoint).buffers, 1, 'the endpoints: one response');
 
   engine.handle('cluster', { items: response(TYPE_URL.cluster, 'c2', clustersUpTo(SERVICES / 10)), version: 'c2', replaceAll: true });
-  await new Promise((r) => setImmediate(r));
+  await afterBuild();
   const endpoints = published.at(-1)!.resources.endpoint;
   t.equal(endpoints.size, SERVICES / 10, 'nine tenths of the endpoints are no longer wanted');
   const s = statsOf(endpoints);
@@ -143,13 +143,13 @@ t.test("a warming cluster's old version, still in force, is packed out of its re
   const first = response(TYPE_URL.cluster, 'c1', all(1));
   engine.handle('cluster', { items: first, version: 'c1', replaceAll: true });
   engine.handle('endpoint', { items: response(TYPE_URL.endpoint, 'e1', endpointsOf(SERVICES)), version: 'e1', replaceAll: false });
-  await new Promise((r) => setImmediate(r));
+  await afterBuild();
   const firstBuffer = first[0]!.any.value.buffer;
   // Cluster 7 moves to an EDS name nobody has sent endpoints for: it warms, its old version serves.
   const moved = (timeout: number) => all(timeout).map((c, i) => (i === 7 ? { ...c, eds_cluster_config: { eds_config: { ads: {} }, service_name: 'not-sent-yet' } } : c));
   for (const [version, timeout] of [['c2', 1], ['c3', 2]] as const) {
     engine.handle('cluster', { items: response(TYPE_URL.cluster, version, moved(timeout)), version, replaceAll: true });
-    await new Promise((r) => setImmediate(r));
+    await afterBuild();
   }
   t.same(engine.status().warming.clusters.map((r) => r.name), [clusterName(7)], 'cluster 7 is warming');
   const serving = published.at(-1)!.resources.cluster.get(clusterName(7))!;
