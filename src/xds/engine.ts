@@ -45,6 +45,8 @@ export interface EngineOptions {
   /** Applies a Snapshot; called serially, never twice at once. */
   readonly publish: (p: Published) => Promise<void>;
   readonly onNameTable?: (t: NameTable) => void;
+  /** How long responses handled turn after turn may hold back their Snapshot (ms; COALESCE_MS, for tests). */
+  readonly coalesceMs?: number;
   /** A build changed what is warming (a warming timeout, what it waited for arrived): the EDS/RDS names wanted may have changed. */
   readonly onWantedNamesChanged?: () => void;
   readonly log: Logger;
@@ -58,8 +60,10 @@ export interface ResponseInput {
 }
 
 /**
- * How long responses handled turn after turn may hold back the Snapshot they make: a full push of the
- * 1,000-service mesh is handled in 100–200 ms, so its four responses make one Snapshot, not three.
+ * How long responses handled turn after turn may hold back the Snapshot they make, from when the first of
+ * them queued it (the last one's handling and a turn of the loop come on top): a full push of the
+ * 1,000-service mesh is handled in 100–200 ms, so its four responses make one Snapshot, not three; a
+ * slower push makes two. NameTable responses do not count: istiod sends them after the rest.
  */
 const COALESCE_MS = 250;
 
@@ -247,7 +251,7 @@ export class XdsEngine {
     this.rebuildQueued = setImmediate(() => {
       this.rebuildQueued = undefined;
       if (this.stopped) return;
-      if (this.responsesSeen !== this.responsesHandled && performance.now() - this.rebuildSince < COALESCE_MS) {
+      if (this.responsesSeen !== this.responsesHandled && performance.now() - this.rebuildSince < (this.opts.coalesceMs ?? COALESCE_MS)) {
         this.responsesSeen = this.responsesHandled;
         this.queueRebuild();
         return;

@@ -64,7 +64,7 @@ export function encodeAny(json: Json): AnyMessage {
 
 export { freePort };
 
-/** Resolves once the Snapshot of the responses just handled is built: two immediates on (engine.ts, rebuild). */
+/** Resolves once the Snapshot of the responses just handled is built: two immediates on (engine.ts, rebuild), when none was queued before them. */
 export const afterBuild = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));
 
 /** An engine without static resources or timeouts (warming waits for ever), publishing into `published`. */
