@@ -219,13 +219,18 @@ t.test('an unchanged resource is known by its bytes, looked up under the name th
   t.equal(moved.version, 'c3', 'and keeps the version it changed in');
 });
 
+/** An engine with the reviews cluster, its endpoints and no listeners in force, and how many Snapshots that took. */
+async function configured(coalesceMs: number) {
+  const s = setup({ coalesceMs });
+  await s.send('cluster', 'c1', clusters());
+  await s.send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
+  await s.send('listener', 'l1', []);
+  return { ...s, before: s.published.length };
+}
+
 t.test('responses handled on turns of the event loop one after another make one Snapshot; a lone one is built', async (t) => {
-  // A window longer than any machine's stall here; the default (250 ms) is checked below, by a shorter one.
-  const { engine, published, send } = setup({ coalesceMs: 60_000 });
-  await send('cluster', 'c1', clusters());
-  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
-  await send('listener', 'l1', []);
-  const before = published.length;
+  // A window longer than any machine's stall here; that the window bounds the wait is checked below, with a short one.
+  const { engine, published, before } = await configured(60_000);
   t.ok(before > 0, 'the first config is out');
   const turn = () => new Promise((r) => setImmediate(r));
   // As grpc-js hands over a push: each response on a later turn than the one before.
@@ -247,11 +252,7 @@ t.test('responses handled on turns of the event loop one after another make one 
 });
 
 t.test('responses on every turn do not hold their Snapshot back longer than the window', async (t) => {
-  const { engine, published, send } = setup({ coalesceMs: 30 });
-  await send('cluster', 'c1', clusters());
-  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
-  await send('listener', 'l1', []);
-  const before = published.length;
+  const { engine, published, before } = await configured(30);
   const start = performance.now();
   let e = 2;
   while (published.length === before && performance.now() - start < 5000) {
