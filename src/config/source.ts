@@ -44,11 +44,14 @@ export function fromSource<F extends object, R>(config: F, bytes: SourceBytes, p
   return new Sourced(config, bytes, plain) as unknown as Omit<F, 'raw'> & { readonly raw: R };
 }
 
+/** Whether `bytes` are the bytes `source` holds. */
+export const sameBytes = (source: SourceBytes, bytes: Uint8Array): boolean => Buffer.compare(source.view, bytes) === 0;
+
 /** Same config: by their bytes when both came from xDS, else by their JSON. */
 export function sameSource(a: { readonly raw: unknown }, b: { readonly raw: unknown }): boolean {
   if (a === b) return true;
   const ba = Sourced.bytesOf(a);
   const bb = Sourced.bytesOf(b);
-  if (ba !== undefined && bb !== undefined) return Buffer.compare(ba.view, bb.view) === 0;
+  if (ba !== undefined && bb !== undefined) return sameBytes(ba, bb.view);
   return JSON.stringify(a.raw) === JSON.stringify(b.raw);
 }

@@ -8,7 +8,7 @@ import { decodeCluster, decodeLoadAssignment } from '../config/cluster.js';
 import { decodeListener } from '../config/listener.js';
 import type { Cluster, ClusterLoadAssignment, Listener } from '../config/model.js';
 import { ConfigError, newContext } from '../config/reader.js';
-import { fromSource } from '../config/source.js';
+import { fromSource, sameBytes } from '../config/source.js';
 import { decodeRouteConfiguration } from '../config/route.js';
 import { type AnyMessage, leadingName, unpackAny, UnpackError } from './any.js';
 import { claFromWire } from './cla-wire.js';
@@ -105,7 +105,7 @@ export function decodeResources(
       // begin with are that resource: a full push that resends the mesh costs a comparison per unchanged
       // resource, before anything is decoded. (A SHA-1 digest of each was 5 % of the CPU of a full push, Node 24.)
       const prior = item.any.type_url === typeUrl ? previous.get(item.name ?? leadingName(item.any.value) ?? '') : undefined;
-      const known = prior?.bytes && Buffer.compare(prior.bytes.view, item.any.value) === 0 ? prior : undefined;
+      const known = prior?.bytes && sameBytes(prior.bytes, item.any.value) ? prior : undefined;
       if (known) {
         name = known.name;
         if (seen.has(name)) throw new UnpackError(`appears twice in one response`);
@@ -131,7 +131,7 @@ export function decodeResources(
       // Bytes that do not begin with their name (istiod's do) are read to learn it: equal to the bytes
       // accepted under it, they are still that resource, with the version and warming clock it has.
       const same = previous.get(name);
-      if (same !== prior && same?.bytes && Buffer.compare(same.bytes.view, item.any.value) === 0) {
+      if (same !== prior && same?.bytes && sameBytes(same.bytes, item.any.value)) {
         resources.push(same);
         return;
       }

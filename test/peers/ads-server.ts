@@ -37,7 +37,6 @@
  *   {"cmd":"kill-streams"}                   end every stream with UNAVAILABLE
  *   {"cmd":"stop"} / {"cmd":"start"}         shut the server down / listen again on the same port
  */
-import { hash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -76,7 +75,6 @@ interface Stored {
   /** `any` encoded, so a response is put together from bytes: encoding each Any again on every push was
    * the most of this peer's CPU, on the cores the client it measures runs on. */
   readonly anyBytes: Uint8Array;
-  readonly digest: string;
   /** The set version in which this resource last changed (its delta version). */
   readonly version: string;
 }
@@ -108,7 +106,7 @@ function encode(json: Record<string, unknown>): Encoded {
     },
   }) as unknown as AnyMsg;
   const name = String(json.name ?? json.cluster_name ?? json.clusterName ?? '');
-  return { kind, name, any, anyBytes: AnyType.encode(any).finish(), digest: hash('sha1', any.value, 'base64') };
+  return { kind, name, any, anyBytes: AnyType.encode(any).finish() };
 }
 
 /** Throws (before changing anything) if one cannot be encoded. */
@@ -147,7 +145,8 @@ function byKindVersioned(items: readonly Encoded[], version: string): Map<Resour
     const prev = store.get(e.kind)!.resources.get(e.name);
     let list = byKind.get(e.kind);
     if (!list) byKind.set(e.kind, (list = []));
-    list.push({ name: e.name, any: e.any, anyBytes: e.anyBytes, digest: e.digest, version: prev?.digest === e.digest ? prev.version : version });
+    const same = prev !== undefined && Buffer.compare(prev.anyBytes, e.anyBytes) === 0;
+    list.push({ name: e.name, any: e.any, anyBytes: e.anyBytes, version: same ? prev.version : version });
   }
   return byKind;
 }

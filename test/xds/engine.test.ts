@@ -17,6 +17,8 @@ const protos = loadXdsProtos();
 const silent = pino({ level: 'silent' });
 const fx = (f: string) => readFixture(DSB, f);
 const tick = afterBuild;
+/** One turn of the event loop: the next response of a push comes no sooner (engine.ts, rebuild). */
+const turn = () => new Promise((r) => setImmediate(r));
 
 function setup(o: { edsMs?: number; rdsMs?: number; fetchMs?: number; coalesceMs?: number; statics?: { listeners?: Listener[]; clusters?: Cluster[] } } = {}) {
   const published: Published[] = [];
@@ -179,11 +181,17 @@ t.test('a NACK names the resource and field, changes nothing, and is remembered 
   t.equal(published.at(-1)!.snapshot.listeners.size, 1);
 });
 
+/** An engine with the reviews cluster, its endpoints and no listeners in force, and how many Snapshots that took. */
+async function configured(coalesceMs?: number) {
+  const s = setup({ coalesceMs });
+  await s.send('cluster', 'c1', clusters());
+  await s.send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
+  await s.send('listener', 'l1', []);
+  return { ...s, before: s.published.length };
+}
+
 t.test('unchanged resources keep the version and time they last changed in', async (t) => {
-  const { published, send } = setup();
-  await send('cluster', 'c1', clusters());
-  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
-  await send('listener', 'l1', []);
+  const { published, send } = await configured();
   const first = published.at(-1)!.resources.cluster.get('BlackHoleCluster')!;
   const changed = clusters();
   changed[2]!.connect_timeout = '3s';
@@ -196,10 +204,7 @@ t.test('unchanged resources keep the version and time they last changed in', asy
 });
 
 t.test('an unchanged resource is known by its bytes, looked up under the name they begin with', async (t) => {
-  const { engine, published, send } = setup();
-  await send('cluster', 'c1', clusters());
-  await send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
-  await send('listener', 'l1', []);
+  const { engine, published } = await configured();
   const first = published.at(-1)!.resources.cluster.get('BlackHoleCluster')!;
   // The same cluster with its name field moved from the front to the end: equal to a decoder, other bytes.
   const any = encodeAny(clusters()[0]!);
@@ -219,20 +224,10 @@ t.test('an unchanged resource is known by its bytes, looked up under the name th
   t.equal(moved.version, 'c3', 'and keeps the version it changed in');
 });
 
-/** An engine with the reviews cluster, its endpoints and no listeners in force, and how many Snapshots that took. */
-async function configured(coalesceMs: number) {
-  const s = setup({ coalesceMs });
-  await s.send('cluster', 'c1', clusters());
-  await s.send('endpoint', 'e1', [fx('cla_outbound_9080_reviews.json')], false);
-  await s.send('listener', 'l1', []);
-  return { ...s, before: s.published.length };
-}
-
 t.test('responses handled on turns of the event loop one after another make one Snapshot; a lone one is built', async (t) => {
   // A window longer than any machine's stall here; that the window bounds the wait is checked below, with a short one.
   const { engine, published, before } = await configured(60_000);
   t.ok(before > 0, 'the first config is out');
-  const turn = () => new Promise((r) => setImmediate(r));
   // As grpc-js hands over a push: each response on a later turn than the one before.
   const items = (version: string) => clusters().map((c) => ({ any: encodeAny({ ...c, connect_timeout: version === 'c2' ? '2s' : '3s' }) }));
   engine.handle('cluster', { items: items('c2'), version: 'c2', replaceAll: true });
@@ -248,7 +243,6 @@ t.test('responses handled on turns of the event loop one after another make one 
   await afterBuild();
   t.equal(published.length, before + 2, 'a lone response: built two immediates on');
   t.equal(published.at(-1)!.versions.cluster, 'c3');
-
 });
 
 t.test('responses on every turn do not hold their Snapshot back longer than the window', async (t) => {
@@ -257,7 +251,7 @@ t.test('responses on every turn do not hold their Snapshot back longer than the 
   let e = 2;
   while (published.length === before && performance.now() - start < 5000) {
     engine.handle('endpoint', { items: [{ any: encodeAny(fx('cla_outbound_9080_reviews.json')) }], version: `e${e++}`, replaceAll: false });
-    await new Promise((r) => setImmediate(r));
+    await turn();
   }
   t.equal(published.length, before + 1, 'built while responses kept coming');
   t.ok(performance.now() - start >= 30, 'not before the window had passed');
