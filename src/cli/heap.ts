@@ -24,19 +24,21 @@
  * allocator's threshold from the first allocation without loading koffi.
  *
  * Flags given explicitly (on the command line or in NODE_OPTIONS) win; XSIDECAR_HEAP_DEFAULTS=off turns
- * the defaults off. They are applied by replacing the process with `process.execve` (Node ≥ 22.15 and
- * 23.11): no second process stays behind. Older Node has no execve, and a supervising parent would cost
- * more memory than the flags save, so there the old generation keeps V8's default (set NODE_OPTIONS) and
- * the young generation is held at its initial size (holdYoungGenerationByDefault).
+ * the defaults off. They are applied by replacing the process image (`process.execve` from Node 22.15 and
+ * 23.11, libc's execve through koffi before: sys/replace-process.ts): no second process stays behind, as
+ * a supervising parent would. Where neither exists (koffi without a build for the platform) the old
+ * generation keeps V8's default (set NODE_OPTIONS) and the young generation is held at its initial size
+ * (holdYoungGenerationByDefault).
  */
 import { totalmem } from 'node:os';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from '../memory/mmap-threshold.js';
-import { holdYoungGeneration } from '../memory/young-generation.js';
+import { holdYoungGeneration, V8_SHRINKS_NEW_SPACE } from '../memory/young-generation.js';
 import { cpuBudget } from '../sys/cpus.js';
+import { processReplacer } from '../sys/replace-process.js';
 import { hasFlag, startupTiering } from '../sys/tiering.js';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
-/** HEAP_ENV after the re-exec: applied, and the young generation's bound is ours, to hold and widen. */
+/** HEAP_ENV after the re-exec: applied, and the young generation's bound is ours, to hold (and widen, where V8 shrinks it again). */
 const APPLIED_WITH_YOUNG = 'applied-young';
 /**
  * MiB: the young generation's bound while a push is decoded (it is held smaller between pushes). V8's
@@ -82,8 +84,8 @@ const NODE_POOL_SIZE = 4;
  * four workers beside the main thread on a pod of two CPUs fight it (and the app) for them, and a push
  * that makes V8 collect constantly stalls on workers that are not running. Measured on 2 CPUs with
  * bench/xds-scale.ts's 1,000-service mesh, Node 24, five interleaved rounds of 14 full pushes: one push
- * 212 → 189 ms (median) with one worker; Node 20 (where only NODE_OPTIONS can set it) 263 → 236
- * ms, ready 510 → 432 ms. CPU per request on the Bolt data path did not move beyond its noise (three A/Bs:
+ * 212 → 189 ms (median) with one worker; Node 20 (given in NODE_OPTIONS, before it was re-executed
+ * too) 263 → 236 ms, ready 510 → 432 ms. CPU per request on the Bolt data path did not move beyond its noise (three A/Bs:
  * +4, −2, +1 % closed loop).
  */
 export function poolFlags(cpus: number, given: readonly string[]): string[] {
@@ -93,13 +95,13 @@ export function poolFlags(cpus: number, given: readonly string[]): string[] {
 }
 
 /**
- * Holds the young generation where it starts, unless the operator took it over. Without execve (Node
- * 20, the one such Node `engines` allows) the size flags cannot be given, and without the hold Node 20
- * grows new space to 32 MiB: on the 1,000-service mesh of bench/xds-scale.ts, 27.6 MiB of young generation
- * was resident at ready (RSS 121 MiB; 98 held). Its V8 cannot be trusted to shrink it again, so there it
- * stays held during pushes too (`widenable`: see memory/young-generation.ts), at the cost of more
- * scavenges: a whole-mesh decode 146 → 188 ms warm in-process. The factor is set at run time: on the
- * command line V8 raises 1 to its minimum of 2 at start-up, and at run time it is not checked again.
+ * Holds the young generation where it starts, unless the operator took it over: where the process cannot
+ * be re-executed with the size flags, and in the re-executed image. Unheld, Node 20 grows new space to 32
+ * MiB: on the 1,000-service mesh of bench/xds-scale.ts, 27.6 MiB of young generation was resident at ready
+ * (RSS 121 MiB; 98 held). Its V8 cannot be trusted to shrink it again, so there it stays held during
+ * pushes too (`widenable`: see memory/young-generation.ts), at the cost of more scavenges: a whole-mesh
+ * decode 146 → 188 ms warm in-process. The factor is set at run time: on the command line V8 raises 1 to
+ * its minimum of 2 at start-up, and at run time it is not checked again.
  */
 export function holdYoungGenerationByDefault(given: readonly string[], widenable: boolean): boolean {
   if (!ownsYoungGeneration(given)) return false;
@@ -108,15 +110,15 @@ export function holdYoungGenerationByDefault(given: readonly string[], widenable
 }
 
 /**
- * Re-executes this process with the heap defaults when they are missing and execve exists (else holds the
- * young generation where it starts); returns only when nothing needs to change (or cannot be changed).
+ * Re-executes this process with the heap defaults when they are missing and it can (else holds the young
+ * generation where it starts); returns only when nothing needs to change (or cannot be changed).
  */
 export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
-  if (env[HEAP_ENV] === APPLIED_WITH_YOUNG) holdYoungGeneration({ widenable: true });
+  if (env[HEAP_ENV] === APPLIED_WITH_YOUNG) holdYoungGeneration({ widenable: V8_SHRINKS_NEW_SPACE });
   if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied' || env[HEAP_ENV] === APPLIED_WITH_YOUNG) return;
-  const execve = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
   const given = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
-  if (typeof execve !== 'function') {
+  const replace = processReplacer();
+  if (!replace) {
     holdYoungGenerationByDefault(given, false);
     return;
   }
@@ -129,5 +131,10 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
   next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
   // The bound heapFlags added is for pushes only: the new image holds the young generation below it.
   next[HEAP_ENV] = ownsYoungGeneration(given) ? APPLIED_WITH_YOUNG : 'applied';
-  execve.call(process, process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
+  try {
+    replace(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
+  } catch {
+    // libc's execve refused (a seccomp profile, say): run as started, as where there is none.
+    holdYoungGenerationByDefault(given, false);
+  }
 }

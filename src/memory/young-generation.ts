@@ -18,6 +18,9 @@
  */
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 
+/** V8 12 and later (Node 22, 24) shrink new space at a memory-reducing collection; 11.3 (Node 20) does not. */
+export const V8_SHRINKS_NEW_SPACE = Number(process.versions.v8.split('.')[0]) >= 12;
+
 type State = 'free' | 'held' | 'widened';
 let state: State = 'free';
 let widenable = false;

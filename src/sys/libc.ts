@@ -29,6 +29,8 @@ export interface Libc {
   mallocTrim?: (pad: number) => number;
   /** glibc: sets an allocator parameter (M_MMAP_THRESHOLD…); 1 on success. Absent from other libcs. */
   mallopt?: (param: number, value: number) => number;
+  /** Replaces the process image; `argv` and `envp` end with null. Returns only on failure (-1, errno set). */
+  execve?: (path: string, argv: (string | null)[], envp: (string | null)[]) => number;
   errno(): number;
   /** Memory outside V8's heap at a fixed address, for calls that take pointers to pointers. */
   allocNative(size: number): NativeMemory;
@@ -86,6 +88,7 @@ export function loadLibc(): Libc | null {
       setrlimit: lib.func('int setrlimit(int, const uint8_t *rlim)'),
       mallocTrim: optional('int malloc_trim(size_t)'),
       mallopt: optional('int mallopt(int, int)'),
+      execve: optional('int execve(const char *path, const char **argv, const char **envp)'),
       errno: () => koffi.errno() as number,
       allocNative(size: number): NativeMemory {
         const ptr = koffi.alloc('uint8_t', size);

@@ -8,7 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { containerLimit, heapFlags, holdYoungGenerationByDefault, poolFlags, SEMI_SPACE_MIB, semiSpaceMib } from '../../src/cli/heap.js';
+import { V8_SHRINKS_NEW_SPACE } from '../../src/memory/young-generation.js';
 import { cgroupCpuQuota, cpuBudget } from '../../src/sys/cpus.js';
+import { loadLibc } from '../../src/sys/libc.js';
+import { libcReplacer, processReplacer } from '../../src/sys/replace-process.js';
 import { endStartupTiering, RESTORE_ENV, startupTiering } from '../../src/sys/tiering.js';
 import { cliPath } from '../helpers/paths.js';
 
@@ -59,32 +62,34 @@ t.test('V8\'s worker pool: the CPU budget less the main thread, between 1 and No
   t.same(poolFlags(2, ['--v8-pool-size=3']), [], 'a size given wins');
 });
 
-t.test('the CLI runs with them (execve on Node 22.15+/24), or as it was started (Node 20)', async (t) => {
+// process.execve (Node ≥ 22.15) or libc's through koffi (Node 20): the CLI re-executes with its defaults.
+const reexecutes = processReplacer() !== undefined;
+
+t.test('the CLI runs with them, re-executed once (process.execve, or libc\'s through koffi on Node 20)', async (t) => {
   // A module imported before the CLI prints the flags the process runs with, in each process image.
-  const show = `data:text/javascript,process.stderr.write("execArgv " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + " " + process.env.XSIDECAR_HEAP_DEFAULTS + "\\n")`;
+  const show = `data:text/javascript,process.stderr.write("execArgv " + process.pid + " " + JSON.stringify(process.execArgv.filter((a) => !a.startsWith("--import"))) + " " + process.env.XSIDECAR_HEAP_DEFAULTS + "\\n")`;
   const run = (env: Record<string, string>, flags: string[] = []) =>
     spawnSync(process.execPath, [`--import=${show}`, ...flags, cliPath, 'run', '-c', '/nonexistent/bootstrap.yaml'], { env: { ...process.env, XSIDECAR_HEAP_DEFAULTS: '', ...env }, encoding: 'utf8' });
-  const images = (r: ReturnType<typeof run>) => [...r.stderr.matchAll(/^execArgv (.*) (\S*)$/gm)].map((m) => ({ flags: JSON.parse(m[1]!) as string[], env: m[2] }));
+  const images = (r: ReturnType<typeof run>) => [...r.stderr.matchAll(/^execArgv (\d+) (.*) (\S*)$/gm)].map((m) => ({ pid: m[1], flags: JSON.parse(m[2]!) as string[], env: m[3] }));
   const seen = (r: ReturnType<typeof run>) => images(r).map((i) => i.flags);
-  const hasExecve = typeof (process as { execve?: unknown }).execve === 'function';
+  t.ok(reexecutes, 'this Node can re-execute itself (process.execve, or koffi loads libc)');
 
   const r = run({});
   t.equal(r.status, 1, 'a missing bootstrap is still a clear error');
   t.match(r.stderr, /nonexistent\/bootstrap\.yaml/);
   const maglev = startupTiering([]).flags;
   const pool = poolFlags(cpuBudget(), []);
-  if (hasExecve) t.same(seen(r).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev], 're-executed once with the defaults');
-  if (hasExecve) t.equal(images(r).at(-1)!.env, 'applied-young', 'and told that the young generation\'s bound is its own to hold');
-  else t.same(seen(r), [[]], 'no execve (Node 20): V8\'s defaults, one process');
-  t.ok(seen(r).length <= 2, 'never more than one re-exec');
+  t.same(seen(r), [[], [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev]], 're-executed once with the defaults');
+  t.equal(images(r).at(-1)!.env, 'applied-young', 'and told that the young generation\'s bound is its own to hold');
+  t.equal(images(r)[0]!.pid, images(r)[1]!.pid, 'in the same process: nothing stays behind');
 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
   const given = images(run({}, ['--max-semi-space-size=4'])).at(-1)!;
-  t.same(given.flags, [...(hasExecve ? [...pool, ...maglev] : []), '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
-  if (hasExecve) t.equal(given.env, 'applied', 'and the young generation is left to V8');
-  if (hasExecve) t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
-  if (hasExecve) t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
-  if (hasExecve && pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
+  t.same(given.flags, [...pool, ...maglev, '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
+  t.equal(given.env, 'applied', 'and the young generation is left to V8');
+  t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
+  t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
+  if (pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
 });
 
 t.test('start-up tiering: a high Maglev threshold where V8\'s default is known, put back once', async (t) => {
@@ -124,9 +129,9 @@ t.test('the young generation: held where it starts, widened for a push where V8 
   t.equal(holdYoungGenerationByDefault(['--max-semi-space-size=8'], false), false, 'a size given wins');
   t.equal(holdYoungGenerationByDefault(['--semi_space_growth_factor=2'], false), false, 'and so does a factor given');
   t.equal(holdYoungGenerationByDefault(['--heap-growing-percent=20'], false), false, 'or the old generation\'s growth');
-  // In a fresh process, as the CLI starts on this Node (widenable where it re-executes, Node 24): allocate
-  // with survivors, as a config push does, and see what V8 made of new space at each step.
-  const hasExecve = typeof (process as { execve?: unknown }).execve === 'function';
+  // In a fresh process, as the CLI starts on this Node (widenable where V8 shrinks it again, Node 24):
+  // allocate with survivors, as a config push does, and see what V8 made of new space at each step.
+  const widenable = V8_SHRINKS_NEW_SPACE;
   const heap = new URL('../../src/cli/heap.js', import.meta.url).href;
   const compact = new URL('../../src/memory/compact.js', import.meta.url).href;
   const young = new URL('../../src/memory/young-generation.js', import.meta.url).href;
@@ -137,15 +142,14 @@ t.test('the young generation: held where it starts, widened for a push where V8 
     const size = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
     const push = () => { const keep = []; for (let r = 0; r < 30; r++) { const a = []; for (let i = 0; i < 100000; i++) a.push({ i, s: 'x' + i }); keep.push(a.slice(0, 20000)); } return keep.length; };
     const out = {};
-    ${hold ? `holdYoungGenerationByDefault([], ${hasExecve});` : ''}
+    ${hold ? `holdYoungGenerationByDefault([], ${widenable});` : ''}
     push(); out.held = size();
     out.widened = widenYoungGeneration(); push(); out.during = size();
     out.narrowed = narrowYoungGeneration(); collectFully(); out.after = size();
     process.stdout.write(JSON.stringify(out));`;
   const run = (hold: boolean) => {
-    // With the bound the CLI's re-exec gives (Node 24); Node 20 starts without one, as the sidecar does.
-    const bound = hasExecve ? [`--max-semi-space-size=${SEMI_SPACE_MIB}`] : [];
-    const r = spawnSync(process.execPath, [...bound, '--input-type=module', '-e', script(hold)], { encoding: 'utf8' });
+    // With the bound the CLI's re-exec gives.
+    const r = spawnSync(process.execPath, [`--max-semi-space-size=${SEMI_SPACE_MIB}`, '--input-type=module', '-e', script(hold)], { encoding: 'utf8' });
     t.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as { held: number; widened: boolean; during: number; narrowed: boolean; after: number };
   };
@@ -156,7 +160,7 @@ t.test('the young generation: held where it starts, widened for a push where V8 
   t.ok(held.held > 0 && held.held <= 8 * MIB, `held: ${(held.held / MIB).toFixed(1)} MiB of new space`);
   t.ok(free.held >= 2 * held.held, `V8 alone grew it to ${(free.held / MIB).toFixed(1)} MiB`);
   t.equal(free.widened, false, 'not held: nothing to widen');
-  if (hasExecve) {
+  if (widenable) {
     t.equal(held.widened, true, 'widened for a push');
     t.ok(held.during >= 2 * held.held && held.during <= 3 * SEMI_SPACE_MIB * MIB, `which let it grow to ${(held.during / MIB).toFixed(1)} MiB, within its bound`);
     t.equal(held.narrowed, true, 'narrowed once the push is over');
@@ -166,4 +170,26 @@ t.test('the young generation: held where it starts, widened for a push where V8 
     t.ok(held.during <= 8 * MIB, `still held during a push: ${(held.during / MIB).toFixed(1)} MiB`);
     t.equal(held.narrowed, false);
   }
+});
+
+t.test('libc\'s execve through koffi (Node 20\'s way): the same process, its output still where it was', async (t) => {
+  const libc = loadLibc();
+  t.ok(libc?.execve, 'koffi loads libc\'s execve');
+  // A child that replaces itself by libcReplacer with a node printing its pid, flags and arguments to
+  // stdout and stderr: both must arrive here (Node marks them close-on-exec), from the same pid.
+  const lib = new URL('../../src/sys/replace-process.js', import.meta.url).href;
+  const libcUrl = new URL('../../src/sys/libc.js', import.meta.url).href;
+  const second = 'const m = JSON.stringify([process.pid, process.execArgv[0], process.argv.slice(1), process.env.REPLACED]); process.stdout.write("out " + m + "\\n"); process.stderr.write("err " + m + "\\n");';
+  const first = `import { libcReplacer } from ${JSON.stringify(lib)}; import { loadLibc } from ${JSON.stringify(libcUrl)};
+    process.stdout.write("before " + process.pid + "\\n");
+    libcReplacer(loadLibc())(process.execPath, [process.execPath, '--stack-size=900', '-e', ${JSON.stringify(second)}, 'a b', 'ü'], { ...process.env, REPLACED: 'yes' });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', first], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  const pid = /^before (\d+)$/m.exec(r.stdout)?.[1];
+  const out = /^out (.*)$/m.exec(r.stdout)?.[1];
+  const err = /^err (.*)$/m.exec(r.stderr)?.[1];
+  t.ok(out && err, `the new image wrote to the same stdout and stderr: ${r.stdout} / ${r.stderr}`);
+  t.same(JSON.parse(out!), [Number(pid), '--stack-size=900', ['a b', 'ü'], 'yes'], 'same pid, its flags, arguments and environment as given');
+  t.equal(err, out);
+  t.throws(() => libcReplacer(libc)!('/nonexistent/node', ['node'], {}), /execve \/nonexistent\/node: ENOENT/, 'a failed execve is an error to handle, not an abort');
 });
