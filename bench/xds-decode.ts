@@ -10,7 +10,8 @@
  *
  *   node dist/bench/xds-decode.js [--services 1000] [--pushes 40] [--warmup 5] [--unchanged]
  *
- * Runs with the sidecar's heap defaults (src/cli/heap.ts): on Node 24 it re-executes itself with them.
+ * Runs with the sidecar's heap defaults (src/cli/heap.ts): it re-executes itself with them (on Node 20
+ * through libc's execve, from the commit after 41d4c19; before, Node 20 ran with V8's four workers).
  * `--unchanged` pushes the same round every time (the path that compares bytes). Prints one line of JSON: medians per
  * push of wall time, CPU time (all threads), time in GC, scavenges and full GCs. For comparing builds,
  * not for a sidecar's absolute push time: here nothing widens the young generation for a push

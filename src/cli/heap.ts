@@ -34,7 +34,7 @@ import { totalmem } from 'node:os';
 import { MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV } from '../memory/mmap-threshold.js';
 import { holdYoungGeneration, V8_SHRINKS_NEW_SPACE } from '../memory/young-generation.js';
 import { cpuBudget } from '../sys/cpus.js';
-import { processReplacer } from '../sys/replace-process.js';
+import { processReplacer, type ReplaceProcess } from '../sys/replace-process.js';
 import { hasFlag, startupTiering } from '../sys/tiering.js';
 
 export const HEAP_ENV = 'XSIDECAR_HEAP_DEFAULTS';
@@ -112,19 +112,22 @@ export function holdYoungGenerationByDefault(given: readonly string[], widenable
 /**
  * Re-executes this process with the heap defaults when they are missing and it can (else holds the young
  * generation where it starts); returns only when nothing needs to change (or cannot be changed).
+ * `replacer`: how (sys/replace-process.ts); a parameter for the tests of the paths without one.
  */
-export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
+export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env, replacer: () => ReplaceProcess | undefined = processReplacer): void {
   if (env[HEAP_ENV] === APPLIED_WITH_YOUNG) holdYoungGeneration({ widenable: V8_SHRINKS_NEW_SPACE });
   if (env[HEAP_ENV] === 'off' || env[HEAP_ENV] === 'applied' || env[HEAP_ENV] === APPLIED_WITH_YOUNG) return;
   const given = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
-  const replace = processReplacer();
+  const tiering = startupTiering(given);
+  const flags = [...heapFlags(containerLimit(), given), ...poolFlags(cpuBudget(), given), ...tiering.flags];
+  // No flags to add means the operator gave the young generation's: nothing to hold either.
+  if (flags.length === 0) return;
+  // Only now: on Node 20 this loads koffi, which a sidecar that is not re-executed should not carry.
+  const replace = replacer();
   if (!replace) {
     holdYoungGenerationByDefault(given, false);
     return;
   }
-  const tiering = startupTiering(given);
-  const flags = [...heapFlags(containerLimit(), given), ...poolFlags(cpuBudget(), given), ...tiering.flags];
-  if (flags.length === 0) return;
   const next: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
   Object.assign(next, tiering.env);
@@ -134,7 +137,7 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env): void {
   try {
     replace(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
   } catch {
-    // libc's execve refused (a seccomp profile, say): run as started, as where there is none.
+    // libc's execve refused (a seccomp profile, say): run as started. (process.execve aborts instead.)
     holdYoungGenerationByDefault(given, false);
   }
 }

@@ -22,14 +22,14 @@ export function libcReplacer(libc: Libc | null): ReplaceProcess | undefined {
   const execve = libc?.execve;
   if (!libc || !execve) return undefined;
   return (file, args, env) => {
-    // Node marks 0–2 close-on-exec: without this the new image starts with /dev/null for its stdout and
-    // stderr (process.execve clears the flag the same way).
-    for (let fd = 0; fd <= 2; fd++) {
-      const flags = libc.fcntl(fd, F_GETFD, 0);
-      if (flags > 0 && (flags & FD_CLOEXEC) !== 0) libc.fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
-    }
+    // 0–2 are close-on-exec here (Node's start marks them so): without clearing it the new image starts
+    // with /dev/null for its stdout and stderr (measured; process.execve clears the flag the same way).
+    const before = [0, 1, 2].map((fd) => libc.fcntl(fd, F_GETFD, 0));
+    before.forEach((flags, fd) => flags > 0 && (flags & FD_CLOEXEC) !== 0 && libc.fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC));
     const envp = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
     execve(file, [...args, null], [...envp, null]);
-    throw new Error(`execve ${file}: ${errnoName(libc.errno())}`);
+    const errno = libc.errno();
+    before.forEach((flags, fd) => flags > 0 && libc.fcntl(fd, F_SETFD, flags));
+    throw new Error(`execve ${file}: ${errnoName(errno)}`);
   };
 }

@@ -1,13 +1,13 @@
 /**
  * The sidecar's V8 heap defaults: derived from the container's memory limit, never overriding flags the
- * operator gave, and applied to the real CLI process (by execve where Node has it).
+ * operator gave, and applied to the real CLI process (re-executed: process.execve, or libc's through koffi).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { containerLimit, heapFlags, holdYoungGenerationByDefault, poolFlags, SEMI_SPACE_MIB, semiSpaceMib } from '../../src/cli/heap.js';
+import { containerLimit, heapFlags, holdYoungGenerationByDefault, poolFlags, SEMI_SPACE_MIB } from '../../src/cli/heap.js';
 import { V8_SHRINKS_NEW_SPACE } from '../../src/memory/young-generation.js';
 import { cgroupCpuQuota, cpuBudget } from '../../src/sys/cpus.js';
 import { loadLibc } from '../../src/sys/libc.js';
@@ -79,17 +79,22 @@ t.test('the CLI runs with them, re-executed once (process.execve, or libc\'s thr
   t.match(r.stderr, /nonexistent\/bootstrap\.yaml/);
   const maglev = startupTiering([]).flags;
   const pool = poolFlags(cpuBudget(), []);
-  t.same(seen(r), [[], [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev]], 're-executed once with the defaults');
+  // What this machine adds: the heap flags for its cgroup limit (if any), the pool for its CPUs.
+  const heap = (given: string[] = []) => heapFlags(containerLimit(), given);
+  t.same(seen(r), [[], [...heap(), ...pool, ...maglev]], 're-executed once with the defaults');
   t.equal(images(r).at(-1)!.env, 'applied-young', 'and told that the young generation\'s bound is its own to hold');
   t.equal(images(r)[0]!.pid, images(r)[1]!.pid, 'in the same process: nothing stays behind');
 
   t.same(seen(run({ XSIDECAR_HEAP_DEFAULTS: 'off' })), [[]], 'XSIDECAR_HEAP_DEFAULTS=off: as started');
-  const given = images(run({}, ['--max-semi-space-size=4'])).at(-1)!;
-  t.same(given.flags, [...pool, ...maglev, '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
-  t.equal(given.env, 'applied', 'and the young generation is left to V8');
-  t.same(seen(run({}, ['--stack-size=900'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
-  t.same(seen(run({}, ['--no-maglev'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
-  if (pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [`--max-semi-space-size=${semiSpaceMib(containerLimit())}`, ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
+  const added = [...heap(['--max-semi-space-size=4']), ...pool, ...maglev];
+  const given = images(run({}, ['--max-semi-space-size=4']));
+  if (added.length > 0) {
+    t.same(given.at(-1)!.flags, [...added, '--max-semi-space-size=4'], 'a heap flag given wins, no heap flag added (the pool and the start-up tiering still are)');
+    t.equal(given.at(-1)!.env, 'applied', 'and the young generation is left to V8');
+  } else t.same(given.map((i) => i.flags), [['--max-semi-space-size=4']], 'a heap flag given, nothing else to add: not re-executed');
+  t.same(seen(run({}, ['--stack-size=900'])).at(-1), [...heap(), ...pool, ...maglev, '--stack-size=900'], 'other flags are kept');
+  t.same(seen(run({}, ['--no-maglev'])).at(-1), [...heap(), ...pool, '--no-maglev'], 'Maglev set by the operator: its threshold is left alone');
+  if (pool.length > 0) t.same(seen(run({}, ['--v8-pool-size=2'])).at(-1), [...heap(), ...maglev, '--v8-pool-size=2'], 'a pool size given wins');
 });
 
 t.test('start-up tiering: a high Maglev threshold where V8\'s default is known, put back once', async (t) => {
@@ -112,7 +117,8 @@ t.test('the defaults are applied before any of the CLI is loaded', async (t) => 
   const hook = `const heavy = ['dgram', 'zlib', 'worker_threads', 'perf_hooks']; let told = false;
     const tell = (at) => { if (!told) { told = true; process.stderr.write('preflight ' + JSON.stringify({ at, loaded: heavy.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)) }) + '\\n'); } };
     const v8 = require('v8'); const set = v8.setFlagsFromString; v8.setFlagsFromString = function () { tell('setFlagsFromString'); return set.apply(this, arguments); };
-    const execve = process.execve; if (execve) process.execve = function () { tell('execve'); return execve.apply(this, arguments); };`;
+    const execve = process.execve; if (execve) process.execve = function () { tell('execve'); return execve.apply(this, arguments); };
+    const dlopen = process.dlopen; process.dlopen = function () { tell('dlopen'); return dlopen.apply(this, arguments); };`;
   const dir = mkdtempSync(join(tmpdir(), 'xsidecar-preflight-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'hook.cjs'), hook);
@@ -121,7 +127,8 @@ t.test('the defaults are applied before any of the CLI is loaded', async (t) => 
   const m = /^preflight (.*)$/m.exec(r.stderr);
   t.ok(m, `the defaults were applied: ${r.stderr.slice(0, 400)}`);
   const seen = JSON.parse(m![1]!) as { at: string; loaded: string[] };
-  t.equal(seen.at, typeof (process as { execve?: unknown }).execve === 'function' ? 'execve' : 'setFlagsFromString');
+  // Node 20: koffi's native module (dlopen), for libc's execve, is the first thing the defaults do.
+  t.equal(seen.at, typeof (process as { execve?: unknown }).execve === 'function' ? 'execve' : 'dlopen');
   t.same(seen.loaded, [], 'nothing of the CLI loaded yet');
 });
 
@@ -192,4 +199,23 @@ t.test('libc\'s execve through koffi (Node 20\'s way): the same process, its out
   t.same(JSON.parse(out!), [Number(pid), '--stack-size=900', ['a b', 'ü'], 'yes'], 'same pid, its flags, arguments and environment as given');
   t.equal(err, out);
   t.throws(() => libcReplacer(libc)!('/nonexistent/node', ['node'], {}), /execve \/nonexistent\/node: ENOENT/, 'a failed execve is an error to handle, not an abort');
+});
+
+t.test('without a way to re-execute, or when execve fails: runs as started, the young generation held', async (t) => {
+  const heap = new URL('../../src/cli/heap.js', import.meta.url).href;
+  const young = new URL('../../src/memory/young-generation.js', import.meta.url).href;
+  // In a fresh process each (the hold is process-wide): which replacer, what it was asked, what followed.
+  const outcome = (replacer: string) => {
+    const script = `import { applyHeapDefaults } from ${JSON.stringify(heap)}; import { youngGenerationState } from ${JSON.stringify(young)};
+      const asked = []; applyHeapDefaults({ XSIDECAR_HEAP_DEFAULTS: '' }, ${replacer});
+      process.stdout.write(JSON.stringify({ asked, state: youngGenerationState() }));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { asked: string[][]; state: string };
+  };
+  t.same(outcome('() => undefined'), { asked: [], state: 'held' }, 'none (koffi does not load): held, and on it goes');
+  const failed = outcome(`() => (file, args) => { asked.push(args); throw new Error('execve ' + file + ': EPERM'); }`);
+  t.equal(failed.asked.length, 1, 'execve was tried once');
+  t.ok(failed.asked[0]!.some((a) => a.startsWith('--max-semi-space-size=')), `with the defaults: ${failed.asked[0]!.join(' ')}`);
+  t.equal(failed.state, 'held', 'it failed: held, and on it goes');
 });
