@@ -124,20 +124,19 @@ export function applyHeapDefaults(env: NodeJS.ProcessEnv = process.env, replacer
   if (flags.length === 0) return;
   // Only now: on Node 20 this loads koffi, which a sidecar that is not re-executed should not carry.
   const replace = replacer();
-  if (!replace) {
-    holdYoungGenerationByDefault(given, false);
-    return;
+  if (replace) {
+    const next: Record<string, string> = {};
+    for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
+    Object.assign(next, tiering.env);
+    next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
+    // The bound heapFlags added is for pushes only: the new image holds the young generation below it.
+    next[HEAP_ENV] = ownsYoungGeneration(given) ? APPLIED_WITH_YOUNG : 'applied';
+    try {
+      replace(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
+    } catch {
+      // libc's execve refused (a seccomp profile, say). process.execve aborts instead.
+    }
   }
-  const next: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) next[k] = v;
-  Object.assign(next, tiering.env);
-  next[MMAP_THRESHOLD_ENV] ??= String(MMAP_THRESHOLD_BYTES);
-  // The bound heapFlags added is for pushes only: the new image holds the young generation below it.
-  next[HEAP_ENV] = ownsYoungGeneration(given) ? APPLIED_WITH_YOUNG : 'applied';
-  try {
-    replace(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], next);
-  } catch {
-    // libc's execve refused (a seccomp profile, say): run as started. (process.execve aborts instead.)
-    holdYoungGenerationByDefault(given, false);
-  }
+  // Not replaced (no way to, or refused): run as started, as where the flags cannot be given.
+  holdYoungGenerationByDefault(given, false);
 }
