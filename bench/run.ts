@@ -4,6 +4,7 @@
  * TCP mode — each measured for
  * throughput, latency at a fixed rate, CPU time of the proxy process per request and peak RSS, plus the
  * sidecar's RSS with 1,000 open downstream connections. Writes bench/results/report.md and chart.svg.
+ * BENCH_ROUNDS, BENCH_SECONDS, BENCH_RATE; BENCH_BASE_MAIN (below); BENCH_SCALE=0 skips bench/xds-scale.ts.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -64,20 +65,26 @@ interface Proxy {
   fresh?: () => Promise<Proxy>;
 }
 
-async function xsidecar(name: string, filter: object, clusters: object[], extra: string[] = []): Promise<Proxy> {
+/**
+ * BENCH_BASE_MAIN: another build's entry (a worktree of an earlier commit, built) run as one more Bolt case
+ * beside this one, so a change's CPU per request and p99 are compared in the same invocation.
+ */
+const BASE_MAIN = process.env.BENCH_BASE_MAIN ? resolve(process.env.BENCH_BASE_MAIN) : undefined;
+
+async function xsidecar(name: string, filter: object, clusters: object[], extra: string[] = [], main = sidecarMain): Promise<Proxy> {
   const cfg = {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },
     static_resources: { listeners: [{ name: 'bench', address: { socket_address: { address: '127.0.0.1', port_value: 0 } }, filter_chains: [{ filters: [filter] }] }], clusters },
   };
   const file = join(tmpdir(), `xsidecar-bench-${name}.json`);
   writeFileSync(file, JSON.stringify(cfg));
-  const s = await start(process.execPath, [sidecarMain, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], (o) => o.msg === 'xsidecar started');
+  const s = await start(process.execPath, [main, 'run', '-c', file, '--health-port', '0', '--prometheus-port', '0', ...extra], (o) => o.msg === 'xsidecar started');
   const listeners = s.first.listeners as { name: string; address: string }[];
   return { name, pid: s.child.pid, target: listeners[0]!.address, stop: () => s.child.kill('SIGKILL') };
 }
 
-async function xsidecarCase(label: string, name: string, filter: object, clusters: object[], protocol?: string, extra?: string[]): Promise<Proxy> {
-  const make = async () => ({ ...(await xsidecar(name, filter, clusters, extra)), name: label, protocol });
+async function xsidecarCase(label: string, name: string, filter: object, clusters: object[], protocol?: string, extra?: string[], main?: string): Promise<Proxy> {
+  const make = async () => ({ ...(await xsidecar(name, filter, clusters, extra, main)), name: label, protocol });
   return { ...(await make()), fresh: make };
 }
 
@@ -202,6 +209,7 @@ async function main(): Promise<void> {
     },
     () => xsidecarCase('xsidecar L4', 'l4', { name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'l4', cluster: 'one' } }, [staticCluster('one', [r1!])]),
     () => xsidecarCase('xsidecar Bolt', 'bolt', boltFilter, [staticCluster('two', [r1!, r2!])]),
+    ...(BASE_MAIN ? [() => xsidecarCase('xsidecar Bolt, base build', 'bolt-base', boltFilter, [staticCluster('two', [r1!, r2!])], undefined, undefined, BASE_MAIN)] : []),
     // The same Bolt case without Istio's per-request metrics: what they cost in CPU per request.
     () => xsidecarCase('xsidecar Bolt, metrics off', 'bolt-nometrics', boltFilter, [staticCluster('two', [r1!, r2!])], undefined, ['--no-istio-metrics']),
     // The same work as the Bolt case: routed on the interface (read from the hessian body), balanced per request.
@@ -257,7 +265,13 @@ async function main(): Promise<void> {
     }
   }
   responder.child.kill();
-  const direct = rows.find((r) => r.case === 'direct' && r.load.includes('rps'))?.p99;
+  const atRate = rows.filter((r) => r.load.includes('rps'));
+  // The relay is the floor a Node proxy cannot go under: what the sidecar adds over it is its own cost.
+  const addedP99 = (floor: string) => {
+    const base = atRate.find((r) => r.case === floor)?.p99;
+    const cases = atRate.filter((r) => r.case !== 'direct' && r.case !== floor);
+    return `Added p99 at ${RATE} rps vs ${floor} (medians): ${cases.map((r) => `${r.case} ${base !== undefined && r.p99 !== undefined ? (r.p99 - base).toFixed(3) : '—'} ms`).join(', ')}`;
+  };
   const table = [
     `# xsidecar benchmark (${new Date().toISOString()}, ${SECONDS} s per run, median of ${ROUNDS} interleaved runs, node ${process.version})`,
     '',
@@ -265,9 +279,10 @@ async function main(): Promise<void> {
     '|---|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.case} | ${r.load} | ${r.rps} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.cpuUsPerReq)} | ${fmt(r.peakRssMb)} |`),
     '',
-    `Added p99 at ${RATE} rps vs direct (medians): ${rows.filter((r) => r.load.includes('rps') && r.case !== 'direct').map((r) => `${r.case} ${direct !== undefined && r.p99 !== undefined ? (r.p99 - direct).toFixed(3) : '—'} ms`).join(', ')}`,
+    addedP99('direct'),
+    addedP99('Node relay'),
     metricsCost(rows),
-    `p99 of each run at ${RATE} rps: ${rows.filter((r) => r.load.includes('rps')).map((r) => `${r.case} ${(r as Row & { p99s: number[] }).p99s.join(' / ')}`).join('; ')}`,
+    `p99 of each run at ${RATE} rps: ${atRate.map((r) => `${r.case} ${(r as Row & { p99s: number[] }).p99s.join(' / ')}`).join('; ')}`,
     '',
     '| case | RSS at start | RSS with 1,000 open downstream connections (fresh process) | RSS after the load runs |',
     '|---|---:|---:|---:|',

